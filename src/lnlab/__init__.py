@@ -1,0 +1,3 @@
+"""lnlab: a toolkit for studying and using Layer Normalization."""
+
+__version__ = "0.1.0"

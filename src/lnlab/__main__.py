@@ -1,0 +1,5 @@
+import sys
+
+from lnlab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Benchmarks (``lnlab bench ...``): speed is claimed only where a benchmark shows it."""

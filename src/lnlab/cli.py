@@ -1,0 +1,60 @@
+"""The ``lnlab`` command line.
+
+Each sub-command lives in ``lnlab.commands.<name>`` and registers itself with ``register(app)``;
+this file only assembles them and turns user errors into a one-line message with exit code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="lnlab",
+    help="A toolkit for studying and using Layer Normalization.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Sub-command modules, in the order they appear in --help.
+COMMAND_MODULES = [
+    "norms",
+    "bench",
+]
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"lnlab.commands.{_name}").register(app)
+
+
+class UserError(Exception):
+    """An error caused by the user's input: reported in one line, exit code 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app; bad input ends with one line on stderr and exit code 2."""
+    try:
+        app(args=argv, prog_name="lnlab", standalone_mode=False)
+    except (UserError, ValueError, FileNotFoundError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"lnlab: error: {msg}", file=sys.stderr)
+        return 2
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.Abort:
+        print("lnlab: aborted", file=sys.stderr)
+        return 130
+    except Exception as e:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``lnlab`` sub-command; each exposes ``register(app)``."""

@@ -1,0 +1,103 @@
+"""``lnlab bench norms``: time every norm variant against native LayerNorm."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+
+def _parse_shapes(text: str | None, quick: bool) -> list[tuple[int, int]]:
+    from lnlab.bench.norms import DEFAULT_SHAPES, QUICK_SHAPES
+
+    if not text:
+        return list(QUICK_SHAPES if quick else DEFAULT_SHAPES)
+    shapes = []
+    for part in text.split(","):
+        try:
+            m, n = (int(v) for v in part.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"bad shape {part!r}: expected ROWSxCOLS, e.g. 4096x768") from None
+        if m < 1 or n < 1:
+            raise ValueError(f"bad shape {part!r}: sizes must be positive")
+        shapes.append((m, n))
+    return shapes
+
+
+def _maybe_reexec_with_malloc_env() -> None:
+    """glibc only reads MALLOC_* at start-up, so re-run the process once with them set."""
+    from lnlab.bench.norms import MALLOC_ENV
+
+    if sys.platform != "linux" or os.environ.get("LNLAB_BENCH_NO_REEXEC"):
+        return
+    if all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()):
+        return
+    env = {**os.environ, **MALLOC_ENV, "LNLAB_BENCH_NO_REEXEC": "1"}
+    os.execve(sys.executable, [sys.executable, "-m", "lnlab", *sys.argv[1:]], env)
+
+
+def register(app: typer.Typer) -> None:
+    bench = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+    app.add_typer(bench, name="bench")
+
+    @bench.command("norms")
+    def bench_norms(
+        shapes: str = typer.Option(None, help="comma-separated ROWSxCOLS, default "
+                                   "64x256,4096x768,16384x1024"),
+        dtype: str = typer.Option("float32", help="float32 | float64 | bfloat16 | float16"),
+        device: str = typer.Option("cpu", help="cpu | cuda"),
+        repeats: int = typer.Option(15, min=1, help="timed repeats (median is reported)"),
+        threads: int = typer.Option(0, help="torch threads (0 = leave as is)"),
+        json_path: str = typer.Option(None, "--json", help="also write results to this file"),
+        quick: bool = typer.Option(False, "--quick", help="two shapes, 5 repeats"),
+    ) -> None:
+        """Forward and forward+backward time of every variant vs F.layer_norm."""
+        import torch
+
+        from lnlab.bench.norms import run_bench, write_json
+
+        shape_list = _parse_shapes(shapes, quick)
+        dt = getattr(torch, dtype, None)
+        if not isinstance(dt, torch.dtype) or dtype not in (
+            "float32", "float64", "bfloat16", "float16"
+        ):
+            raise ValueError(f"unknown dtype {dtype!r}: use float32, float64, bfloat16 or float16")
+        if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
+            raise ValueError(f"device {device!r} is not available here")
+        _maybe_reexec_with_malloc_env()
+        if threads:
+            torch.set_num_threads(threads)
+        console = Console(width=max(Console().width, 110))
+        with console.status("benchmarking") as status:
+            rows = run_bench(shape_list, dt, device, repeats=5 if quick else repeats,
+                             progress=lambda s: status.update(f"benchmarking {s}"))
+        for m, n in shape_list:
+            table = Table(title=f"{m}x{n} {dtype} {device}, {torch.get_num_threads()} threads")
+            table.add_column("variant", no_wrap=True)
+            table.add_column("baseline", no_wrap=True)
+            for col in ("fwd ms", "fwd ratio", "fwd+bwd ms", "fwd+bwd GB/s", "fwd+bwd ratio"):
+                table.add_column(col, justify="right", no_wrap=True)
+            by: dict = {}
+            for r in rows:
+                if r.shape == (m, n):
+                    by.setdefault(r.variant, {})[r.mode] = r
+            for variant, d in by.items():
+                f, fb = d["fwd"], d["fwd+bwd"]
+                native = variant.startswith("native")
+                ratio = f"{fb.ratio_to_native:.2f}x"
+                if fb.ratio_to_native > 1.15:
+                    ratio = f"[red]{ratio}[/]"
+                table.add_row(escape(variant), "" if native else escape(f.baseline), f"{f.median_ms:.3f}",
+                              f"{f.ratio_to_native:.2f}x", f"{fb.median_ms:.3f}",
+                              f"{fb.gbps:.1f}", ratio)
+            console.print(table)
+        if json_path:
+            write_json(rows, json_path)
+            console.print(f"wrote {json_path}")
+        console.print("GB/s = modelled bytes / median time; bytes: fwd 2*M*N*s, fwd+bwd 5*M*N*s "
+                      "(s = bytes per element). ratio = time / native F.layer_norm with the same "
+                      "affine setting, same run.", style="dim")

@@ -1,0 +1,48 @@
+"""``lnlab norms``: the table of norm variants and their options."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lnlab.norms import describe, kernel_status
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("norms")
+    def norms_cmd(
+        as_json: bool = typer.Option(False, "--json", help="print machine-readable JSON"),
+    ) -> None:
+        """List the norm variants, their formulas and spec options."""
+        infos = describe()
+        if as_json:
+            rows = [
+                {"name": i.name, "formula": i.formula, "source": i.source,
+                 "options": {o.name: {"default": o.default, "help": o.help,
+                                      "choices": list(o.choices) if o.choices else None}
+                             for o in i.options}}
+                for i in infos
+            ]
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        table = Table(title="lnlab norm zoo  (spec: name[:option=value,...])")
+        table.add_column("name", style="bold")
+        table.add_column("computes")
+        table.add_column("options (default)")
+        table.add_column("source")
+        for i in infos:
+            opts = ", ".join(
+                f"{o.name}={o.default}" + (f" [{'|'.join(o.choices)}]" if o.choices else "")
+                for o in i.options
+            )
+            table.add_row(i.name, i.formula, opts or "-", i.source)
+        console = Console()
+        console.print(table)
+        st = kernel_status()
+        console.print(
+            f"fused CPU kernels: {'on' if st.available else 'off'} ({st.reason})",
+            style="dim",
+        )
