@@ -112,7 +112,7 @@ def run_bench(
                 progress(f"{m}x{n} {mode}")
             x = x0.clone().requires_grad_(mode == "fwd+bwd")
 
-            def call(fn, params, mode=mode, x=x):
+            def call(fn, params, mode=mode, x=x, dy=dy):
                 if mode == "fwd":
                     with torch.no_grad():
                         fn(x)

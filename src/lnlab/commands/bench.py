@@ -91,7 +91,8 @@ def register(app: typer.Typer) -> None:
                 ratio = f"{fb.ratio_to_native:.2f}x"
                 if fb.ratio_to_native > 1.15:
                     ratio = f"[red]{ratio}[/]"
-                table.add_row(escape(variant), "" if native else escape(f.baseline), f"{f.median_ms:.3f}",
+                base = "" if native else escape(f.baseline)
+                table.add_row(escape(variant), base, f"{f.median_ms:.3f}",
                               f"{f.ratio_to_native:.2f}x", f"{fb.median_ms:.3f}",
                               f"{fb.gbps:.1f}", ratio)
             console.print(table)

@@ -84,7 +84,8 @@ class _FusedNorm(torch.autograd.Function):
         dw = torch.empty(n, dtype=x2.dtype) if (need_w and w is not None) else None
         db = torch.empty(n, dtype=x2.dtype) if (need_b and has_bias) else None
         nt = torch.get_num_threads()
-        part = torch.empty(nt * 2 * n, dtype=x2.dtype) if (dw is not None or db is not None) else None
+        need_p = dw is not None or db is not None
+        part = torch.empty(nt * 2 * n, dtype=x2.dtype) if need_p else None
         bwd = lib.lnk_backward_f32 if x2.dtype == torch.float32 else lib.lnk_backward_f64
         if m:
             bwd(dy2.data_ptr(), x2.data_ptr(), _ptr(w), mean.data_ptr(), rstd.data_ptr(),
@@ -169,7 +170,9 @@ def normalize(
         and kernel_lib() is not None
     )
     if impl == "kernel" and not use_kernel:
-        raise RuntimeError("the fused CPU kernel does not apply here (see lnlab.norms.kernel_status)")
+        raise RuntimeError(
+            "the fused CPU kernel does not apply here (see lnlab.norms.kernel_status)"
+        )
     if not use_kernel:
         return _composite(x, weight, bias, shape, groups, eps, center, detach_mean, detach_std,
                           ada, C, k)
@@ -194,7 +197,9 @@ def layer_norm(
     return F.layer_norm(x, _shape(normalized_shape), weight, bias, eps)
 
 
-def layer_norm_simple(x: Tensor, normalized_shape: int | Sequence[int], eps: float = 1e-5) -> Tensor:
+def layer_norm_simple(
+    x: Tensor, normalized_shape: int | Sequence[int], eps: float = 1e-5
+) -> Tensor:
     """LayerNorm-simple (Xu et al. 2019): (x - mu) / sigma, no gain and no bias."""
     return F.layer_norm(x, _shape(normalized_shape), None, None, eps)
 

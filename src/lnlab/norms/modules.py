@@ -149,7 +149,9 @@ class AdaNorm(_AffineNorm):
         impl: str = "auto",
     ) -> None:
         if elementwise_affine:
-            raise ValueError("adanorm has no learned parameters (its factor C(1 - k y) replaces them)")
+            raise ValueError(
+                "adanorm has no learned parameters (its factor C(1 - k y) replaces them)"
+            )
         self.C = float(C)
         self.k = float(k)
         self.impl = impl
