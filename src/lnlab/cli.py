@@ -11,6 +11,8 @@ import sys
 
 import typer
 
+from lnlab.errors import LnlabError
+
 app = typer.Typer(
     name="lnlab",
     help="A toolkit for studying and using Layer Normalization.",
@@ -29,15 +31,11 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"lnlab.commands.{_name}").register(app)
 
 
-class UserError(Exception):
-    """An error caused by the user's input: reported in one line, exit code 2."""
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app; bad input ends with one line on stderr and exit code 2."""
     try:
         app(args=argv, prog_name="lnlab", standalone_mode=False)
-    except (UserError, ValueError, FileNotFoundError, KeyError) as e:
+    except (LnlabError, ValueError, FileNotFoundError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"lnlab: error: {msg}", file=sys.stderr)
         return 2
