@@ -44,12 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         print("lnlab: aborted", file=sys.stderr)
         return 130
-    except Exception as e:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(e, click.ClickException):
+    except Exception as e:
+        # Usage errors from the CLI layer (typer vendors click) know how to show themselves.
+        if hasattr(e, "show") and hasattr(e, "exit_code"):
             e.show()
-            return 2
+            return int(e.exit_code)
         raise
     return 0
 
