@@ -63,6 +63,7 @@ class BenchRow:
     median_ms: float
     gbps: float
     ratio_to_native: float | None
+    ratio_to_best_native: float | None = None
 
 
 def _sync(device: torch.device) -> None:
@@ -138,6 +139,7 @@ def run_bench(
                     times[key].append((time.perf_counter() - t0) / reps_in)
             med = {k: statistics.median(v) for k, v in times.items()}
             nbytes = (2 if mode == "fwd" else 5) * m * n * esize
+            best = min(t for k, t in med.items() if k.startswith("native["))
             for key, t in med.items():
                 if key.startswith("native["):
                     base, spec, ratio = key, "F.layer_norm", 1.0
@@ -146,7 +148,8 @@ def run_bench(
                     base = f"native[{aff}]" if aff != "-" else "native[none]"
                     ratio = t / med[base]
                 rows.append(BenchRow(key, spec, base, (m, n), str(dtype).replace("torch.", ""),
-                                     str(device), mode, t * 1e3, nbytes / t / 1e9, ratio))
+                                     str(device), mode, t * 1e3, nbytes / t / 1e9, ratio,
+                                     t / best))
     return rows
 
 

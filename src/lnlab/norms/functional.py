@@ -54,6 +54,8 @@ class _FusedNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, n, groups, eps, center, detach_mean, detach_std, ada, C, k):
+        if x.dtype not in (torch.float32, torch.float64):  # the kernels exist for these only
+            raise TypeError(f"_FusedNorm needs float32/float64 input, got {x.dtype}")
         lib = kernel_lib()
         x2 = x.contiguous().view(-1, n)
         m = x2.shape[0]
@@ -253,7 +255,7 @@ def rms_norm(
     x: Tensor,
     normalized_shape: int | Sequence[int],
     weight: Tensor | None = None,
-    eps: float = 1e-5,
+    eps: float = 1e-6,
     *,
     impl: str = "auto",
 ) -> Tensor:

@@ -71,10 +71,30 @@ class _AffineNorm(nn.Module):
 
 
 class LayerNorm(_AffineNorm):
-    """Standard LayerNorm: gain * (x - mu) / sigma + bias, computed by ``F.layer_norm``."""
+    """Standard LayerNorm: gain * (x - mu) / sigma + bias.
+
+    ``impl="auto"`` computes it with the native ``F.layer_norm``; "kernel" / "composite" use
+    lnlab's fused kernel or plain autograd code (for cross-checks).
+    """
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int],
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        impl: str = "auto",
+    ) -> None:
+        self.impl = impl
+        super().__init__(normalized_shape, eps, elementwise_affine, bias, device, dtype)
 
     def forward(self, x: Tensor) -> Tensor:
-        return LF.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        if self.impl == "auto":
+            return LF.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return LF.normalize(x, self.normalized_shape, self.weight, self.bias, self.eps,
+                            impl=self.impl)
 
 
 class LayerNormSimple(LayerNorm):
@@ -88,10 +108,11 @@ class LayerNormSimple(LayerNorm):
         bias: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        impl: str = "auto",
     ) -> None:
         if elementwise_affine:
             raise ValueError("layernorm_simple has no gain or bias (use 'layernorm')")
-        super().__init__(normalized_shape, eps, False, False, device, dtype)
+        super().__init__(normalized_shape, eps, False, False, device, dtype, impl)
 
 
 class DetachNorm(_AffineNorm):

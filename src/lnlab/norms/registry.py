@@ -7,6 +7,7 @@ variant; unknown names and options fail with a message that lists the valid ones
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,8 @@ class Option:
     default: Any
     help: str
     choices: tuple[str, ...] | None = None
+    check: Callable[[Any], bool] | None = None
+    check_msg: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,12 @@ class NormInfo:
     options: tuple[Option, ...] = field(default_factory=tuple)
 
 
-_EPS = Option("eps", float, 1e-5, "added to the variance inside the square root")
+def _nonneg(v: float) -> bool:
+    return math.isfinite(v) and v >= 0
+
+
+_EPS = Option("eps", float, 1e-5, "added to the variance inside the square root",
+              check=_nonneg, check_msg="must be a finite number >= 0")
 _AFFINE = Option("affine", _bool, True, "learn a per-feature gain (and bias)")
 _BIAS = Option("bias", _bool, True, "learn a per-feature bias (with affine)")
 
@@ -74,15 +82,19 @@ _REGISTRY: dict[str, NormInfo] = {
                   Option("affine", _bool, False, "add a per-feature gain and bias"))),
         NormInfo("adanorm", AdaNorm, "C * (1 - k*y) * y, y = (x - mean)/std, factor detached",
                  "Xu et al. 2019",
-                 (Option("C", float, 1.0, "scale of the adaptive factor"),
-                  Option("k", float, 0.1, "slope of the adaptive factor"), _EPS)),
+                 (Option("C", float, 1.0, "scale of the adaptive factor",
+                         check=math.isfinite, check_msg="must be finite"),
+                  Option("k", float, 0.1, "slope of the adaptive factor",
+                         check=math.isfinite, check_msg="must be finite"), _EPS)),
         NormInfo("groupln", GroupLayerNorm,
                  "LayerNorm on each of G contiguous feature groups, then g * . + b",
                  "Ni et al. 2024 (LN-G)",
-                 (Option("groups", int, 1, "number of groups; must divide the dimension"),
+                 (Option("groups", int, 1, "number of groups; must divide the dimension",
+                         check=lambda g: g >= 1, check_msg="must be >= 1"),
                   _EPS, _AFFINE, _BIAS)),
         NormInfo("rmsnorm", RMSNorm, "g * x / sqrt(mean(x^2) + eps)", "Zhang & Sennrich 2019",
-                 (Option("eps", float, 1e-6, "added to the mean square"), _AFFINE,
+                 (Option("eps", float, 1e-6, "added to the mean square", check=_nonneg,
+                         check_msg="must be a finite number >= 0"), _AFFINE,
                   Option("bias", _bool, False, "learn a per-feature bias (with affine)"))),
         NormInfo("none", NoNorm, "x (identity)", "no-normalization baseline", ()),
     )
@@ -112,6 +124,9 @@ class NormSpec:
 
     name: str
     options: dict[str, Any]
+
+    def __hash__(self) -> int:
+        return hash((self.name, tuple(sorted(self.options.items()))))
 
     def __str__(self) -> str:
         info = _REGISTRY[self.name]
@@ -149,11 +164,15 @@ def parse_spec(spec: str | NormSpec) -> NormSpec:
     info = _REGISTRY[canon]
     opts = {o.name: o for o in info.options}
     values = {o.name: o.default for o in info.options}
+    seen: set[str] = set()
     for item in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, raw = item.partition("=")
         key = key.strip()
         if not eq:
             raise ValueError(f"norm option {item!r} in {spec!r} must look like name=value")
+        if key in seen:
+            raise ValueError(f"norm option {key!r} given twice in {spec!r}")
+        seen.add(key)
         if key not in opts:
             valid = ", ".join(opts) or "none"
             raise ValueError(f"unknown option {key!r} for norm {canon!r}; valid options: {valid}")
@@ -164,6 +183,8 @@ def parse_spec(spec: str | NormSpec) -> NormSpec:
             raise ValueError(f"bad value for {canon} option {key!r}: {e}") from None
         if opt.choices and val not in opt.choices:
             raise ValueError(f"{canon} option {key} must be one of {', '.join(opt.choices)}")
+        if opt.check is not None and not opt.check(val):
+            raise ValueError(f"bad value for {canon} option {key}={raw.strip()}: {opt.check_msg}")
         values[key] = val
     return NormSpec(canon, values)
 
