@@ -1,0 +1,321 @@
+"""Build the report of an output directory: ``claims.json``, ``report.md``, ``report.html``.
+
+The report is computed from the store alone (never from in-memory state of a run), so
+``lnlab report DIR`` can rebuild it at any time, e.g. after a sweep was resumed. For each
+experiment the latest sweep decides which runs count; the experiment's ``analyze`` turns them
+into per-seed measurements, its claims' rules into verdicts, its ``figures`` into PNGs. The
+HTML embeds the PNGs as base64 and uses inline CSS, so it is one file that opens anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from lnlab.errors import LnlabError
+from lnlab.experiments.claims import VERDICTS, ClaimResult, evaluate
+from lnlab.experiments.framework import Experiment, Results
+from lnlab.report.files import write_atomic
+from lnlab.runner.backends import one_line
+from lnlab.runner.store import Store, SweepRow
+
+__all__ = ["ExperimentSection", "Report", "build_report", "collect"]
+
+VERDICT_COLORS = {"supported": "#1b7f3b", "contradicted": "#b3261e", "inconclusive": "#8a6d00"}
+VERDICT_BG = {"supported": "#e6f4ea", "contradicted": "#fce8e6", "inconclusive": "#fef7e0"}
+
+
+@dataclass
+class ExperimentSection:
+    """Everything the report shows for one experiment."""
+
+    name: str
+    description: str
+    sweep: SweepRow
+    counts: dict[str, int]
+    claims: list[ClaimResult] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    table: tuple[list[str], list[list[str]]] = field(default_factory=lambda: ([], []))
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    out_dir: Path
+    created: str
+    sections: list[ExperimentSection]
+
+    @property
+    def claims(self) -> list[ClaimResult]:
+        return [c for s in self.sections for c in s.claims]
+
+    def verdict_counts(self) -> dict[str, int]:
+        return {v: sum(c.verdict == v for c in self.claims) for v in VERDICTS}
+
+
+def collect(out_dir: str | Path,
+            resolve: Callable[[str], Experiment] | None = None) -> Report:
+    """Analyze every experiment in the store; figures go to ``out_dir/figures/<name>/``.
+
+    A failing ``analyze``/``figures`` is reported in its section (its claims become
+    inconclusive) instead of aborting the whole report.
+    """
+    if resolve is None:
+        from lnlab.experiments import get_experiment as resolve
+    out = Path(out_dir)
+    sections = []
+    with Store.open(out) as store:
+        sweeps = store.latest_sweeps()
+        if not sweeps:
+            raise LnlabError(f"no experiment results in {out}: run `lnlab run` first")
+        for sw in sweeps:
+            rows = store.runs(keys=sw.keys)
+            counts = {s: sum(r.status == s for r in rows)
+                      for s in ("finished", "diverged", "failed", "running", "pending")}
+            try:
+                exp = resolve(sw.experiment)
+            except (LnlabError, ImportError, TypeError) as e:
+                sections.append(ExperimentSection(sw.experiment, "", sw, counts,
+                                                  problems=[f"cannot load: {one_line(e)}"]))
+                continue
+            results = Results.from_store(store, sw.keys, experiment=exp.name, scale=sw.scale,
+                                         seeds=sw.seeds)
+            sec = ExperimentSection(exp.name, exp.description, sw, counts)
+            if counts["pending"] or counts["running"]:
+                sec.problems.append(f"{counts['pending'] + counts['running']} run(s) not done "
+                                    "yet: re-run the same command to finish the sweep")
+            measurements = {}
+            try:
+                measurements = exp.analyze(results)
+            except Exception as e:
+                sec.problems.append(f"analysis failed: {one_line(e)}")
+            sec.claims = [evaluate(c, measurements, exp.name) for c in exp.claims]
+            sec.problems += edited_claims(exp, sw)
+            try:
+                sec.figures = exp.figures(results, out / "figures" / exp.name)
+            except Exception as e:
+                sec.problems.append(f"figures failed: {one_line(e)}")
+            try:
+                sec.table = exp.table(results)
+            except Exception as e:
+                sec.problems.append(f"results table failed: {one_line(e)}")
+            sections.append(sec)
+    return Report(out, datetime.now(UTC).isoformat(timespec="seconds"), sections)
+
+
+def edited_claims(exp: Experiment, sw: SweepRow) -> list[str]:
+    """Claims whose definition differs from the one recorded when the sweep started.
+
+    Rules must be fixed before the results exist; this makes any later edit visible.
+    """
+    if not sw.claims:
+        return []
+    then = {c.get("id"): c for c in sw.claims}
+    out = []
+    for c in exp.claims:
+        old = then.get(c.id)
+        if old is None:
+            out.append(f"claim {c.id} was added after this sweep ran")
+        elif old != json.loads(json.dumps(c.to_dict())):
+            out.append(f"claim {c.id} was changed after this sweep ran "
+                       "(its verdict uses the new definition)")
+    return out
+
+
+def build_report(out_dir: str | Path,
+                 resolve: Callable[[str], Experiment] | None = None) -> dict[str, Path]:
+    """Collect and write the three report files atomically; returns their paths."""
+    rep = collect(out_dir, resolve)
+    out = rep.out_dir
+    paths = {
+        "claims.json": write_atomic(out / "claims.json", render_json(rep)),
+        "report.md": write_atomic(out / "report.md", render_markdown(rep)),
+        "report.html": write_atomic(out / "report.html", render_html(rep)),
+    }
+    return paths
+
+
+# ---------------------------------------------------------------------------- helpers
+def measured_text(c: ClaimResult) -> str:
+    m = c.measurement
+    if m is None or m.n == 0:
+        return "–"
+    unit = f" {m.unit}" if m.unit else ""
+    if m.n == 1:
+        return f"{_num(m.mean)}{unit}"
+    return f"{_num(m.mean)} ± {m.std:.2g}{unit}"
+
+
+def _num(x: float) -> str:
+    if not math.isfinite(x):
+        return str(x)
+    return f"{x:.4g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
+
+
+def _seeds_text(sw: SweepRow) -> str:
+    if not sw.seeds:
+        return "–"
+    return f"{len(sw.seeds)} ({', '.join(map(str, sw.seeds))})"
+
+
+def _versions_text(v: dict[str, str]) -> str:
+    return ", ".join(f"{k} {val}" for k, val in v.items())
+
+
+def render_json(rep: Report) -> str:
+    doc: dict[str, Any] = {
+        "created": rep.created,
+        "verdicts": rep.verdict_counts(),
+        "experiments": [
+            {"name": s.name, "scale": s.sweep.scale, "seeds": s.sweep.seeds,
+             "options": s.sweep.options, "versions": s.sweep.versions,
+             "sweep_started": s.sweep.started, "sweep_finished": s.sweep.finished,
+             "runs": s.counts, "problems": s.problems,
+             "figures": [str(p.relative_to(rep.out_dir)) if p.is_relative_to(rep.out_dir)
+                         else str(p) for p in s.figures]}
+            for s in rep.sections
+        ],
+        "claims": [c.to_dict() for c in rep.claims],
+    }
+    return json.dumps(doc, indent=2, allow_nan=False) + "\n"
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(rep: Report) -> str:
+    vc = rep.verdict_counts()
+    lines = [
+        "# lnlab report", "",
+        f"Generated {rep.created}. {len(rep.claims)} claims: "
+        + ", ".join(f"{n} {v}" for v, n in vc.items()) + ".", "",
+        "## Claims", "",
+        "| experiment | claim | source | expected | measured (mean ± std) | n | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in rep.claims:
+        n = c.measurement.n if c.measurement else 0
+        lines.append(f"| {_md(c.experiment)} | **{_md(c.claim.id)}**: {_md(c.claim.statement)} "
+                     f"| {_md(c.claim.source)} | {_md(c.claim.expected)} "
+                     f"| {_md(measured_text(c))} | {n} | **{c.verdict}** |")
+    lines.append("")
+    for s in rep.sections:
+        lines += [f"## {s.name}", "", s.description, "",
+                  f"- scale: `{s.sweep.scale}`; seeds: {_seeds_text(s.sweep)}",
+                  "- runs: " + ", ".join(f"{n} {k}" for k, n in s.counts.items() if n),
+                  f"- sweep: {s.sweep.started} → {s.sweep.finished or 'not finished'}",
+                  f"- versions: {_versions_text(s.sweep.versions)}", ""]
+        if s.sweep.options:
+            lines += [f"- options: {json.dumps(s.sweep.options)}", ""]
+        for p in s.problems:
+            lines += [f"> **note:** {p}", ""]
+        if s.claims:
+            lines += ["| claim | rule | verdict | why |", "|---|---|---|---|"]
+            lines += [f"| {_md(c.claim.id)} | {_md(c.claim.rule.describe())} | {c.verdict} "
+                      f"| {_md(c.reason)} |" for c in s.claims]
+            lines.append("")
+        header, rows = s.table
+        if rows:
+            lines += ["| " + " | ".join(map(_md, header)) + " |",
+                      "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(map(_md, r)) + " |" for r in rows]
+            lines.append("")
+        for p in s.figures:
+            rel = p.relative_to(rep.out_dir) if p.is_relative_to(rep.out_dir) else p
+            lines += [f"![{p.stem}]({rel.as_posix()})", ""]
+    return "\n".join(lines)
+
+
+_CSS = """
+body{font:14px/1.45 -apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1f2328;
+max-width:1100px;margin:2em auto;padding:0 1em}
+h1{font-size:1.7em;margin-bottom:.2em}h2{border-bottom:1px solid #d0d7de;padding-bottom:.2em;
+margin-top:2em}
+table{border-collapse:collapse;margin:1em 0;width:100%;font-size:13px}
+th,td{border:1px solid #d0d7de;padding:4px 8px;vertical-align:top;text-align:left}
+th{background:#f6f8fa}td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
+.verdict{font-weight:600;border-radius:10px;padding:1px 8px;white-space:nowrap}
+.meta{color:#59636e;font-size:13px}.note{background:#fff8c5;border-left:4px solid #d4a72c;
+padding:.4em .8em}.why{color:#59636e;font-size:12px}
+figure{display:inline-block;margin:.5em 1em .5em 0}figure img{max-width:100%;height:auto;
+border:1px solid #eee}figcaption{color:#59636e;font-size:12px}
+"""
+
+
+def _numeric(text: str) -> bool:
+    head = text.split(" ± ")[0].split(",")[0].split("/")[0].strip()
+    try:
+        float(head)
+    except ValueError:
+        return text.strip() == "–"
+    return True
+
+
+def _badge(verdict: str) -> str:
+    return (f'<span class="verdict" style="color:{VERDICT_COLORS[verdict]};'
+            f'background:{VERDICT_BG[verdict]}">{verdict}</span>')
+
+
+def render_html(rep: Report) -> str:
+    e = html.escape
+    vc = rep.verdict_counts()
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<title>lnlab report</title><style>{_CSS}</style></head><body>",
+        "<h1>lnlab report</h1>",
+        f"<p class='meta'>Generated {e(rep.created)} · {len(rep.claims)} claims: "
+        + ", ".join(f"{_badge(v)} {n}" for v, n in vc.items()) + "</p>",
+        "<h2>Claims</h2><table><tr><th>experiment</th><th>claim</th><th>source</th>"
+        "<th>expected</th><th>measured (mean ± std)</th><th>n</th><th>verdict</th></tr>",
+    ]
+    for c in rep.claims:
+        n = c.measurement.n if c.measurement else 0
+        parts.append(
+            f"<tr><td>{e(c.experiment)}</td><td><b>{e(c.claim.id)}</b>: "
+            f"{e(c.claim.statement)}</td><td>{e(c.claim.source)}</td>"
+            f"<td>{e(c.claim.expected)}<div class='why'>rule: {e(c.claim.rule.describe())}"
+            f"</div></td><td class='num'>{e(measured_text(c))}</td><td class='num'>{n}</td>"
+            f"<td>{_badge(c.verdict)}<div class='why'>{e(c.reason)}</div></td></tr>")
+    parts.append("</table>")
+    for s in rep.sections:
+        runs = ", ".join(f"{n} {k}" for k, n in s.counts.items() if n)
+        parts += [
+            f"<h2 id='{e(s.name)}'>{e(s.name)}</h2><p>{e(s.description)}</p>",
+            f"<p class='meta'>scale <b>{e(s.sweep.scale)}</b> · seeds {e(_seeds_text(s.sweep))}"
+            f" · runs: {e(runs)}<br>sweep {e(s.sweep.started)} → "
+            f"{e(s.sweep.finished or 'not finished')}<br>"
+            f"versions: {e(_versions_text(s.sweep.versions))}"
+            + (f"<br>options: {e(json.dumps(s.sweep.options))}" if s.sweep.options else "")
+            + "</p>",
+        ]
+        parts += [f"<p class='note'>{e(p)}</p>" for p in s.problems]
+        header, rows = s.table
+        if rows:
+            parts.append("<h3>Results</h3><table><tr>"
+                         + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
+            for r in rows:
+                parts.append("<tr>" + "".join(
+                    f"<td class='num'>{e(x)}</td>" if _numeric(x) else f"<td>{e(x)}</td>"
+                    for x in r) + "</tr>")
+            parts.append("</table>")
+        if s.figures:
+            parts.append("<h3>Figures</h3>")
+        for p in s.figures:
+            try:
+                data = base64.b64encode(p.read_bytes()).decode()
+            except OSError as err:
+                parts.append(f"<p class='note'>figure {e(str(p))} missing: {e(str(err))}</p>")
+                continue
+            parts.append(f"<figure><img alt='{e(p.stem)}' src='data:image/png;base64,{data}'>"
+                         f"<figcaption>{e(p.stem)}</figcaption></figure>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)

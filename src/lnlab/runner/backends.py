@@ -1,0 +1,278 @@
+"""Where runs execute: the ``Backend`` interface, the worker-side ``execute``, local backends.
+
+The split is deliberate. ``execute(task)`` is everything that happens *for one run* — import
+the experiment module, call its ``run(config, run_dir)``, time it, turn an exception into a
+``failed`` outcome with a one-line error — and it returns plain picklable data. A backend only
+decides where ``execute`` runs and hands back outcomes as they complete; it never touches the
+results store (only the driver writes it). A Ray backend is therefore ``execute`` wrapped in
+``ray.remote`` with ``task.resources`` as the request, plus retries when a worker dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lnlab.errors import LnlabError
+
+__all__ = [
+    "Backend",
+    "InProcessBackend",
+    "LocalBackend",
+    "RunOutcome",
+    "RunTask",
+    "execute",
+    "make_backend",
+]
+
+MAX_ERROR_CHARS = 300
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """One run to execute: all a worker on any machine needs (plain data, picklable)."""
+
+    key: str
+    experiment: str  # registry name, for messages
+    module: str  # importable module that defines run(config, run_dir)
+    config: dict[str, Any]
+    run_dir: str
+    resources: dict[str, float] = field(default_factory=lambda: {"cpus": 1.0, "gpus": 0.0})
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What came back from one run. ``status`` is finished | diverged | failed."""
+
+    key: str
+    status: str
+    summary: dict[str, Any] = field(default_factory=dict)
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    wall_time: float = 0.0
+    host: str = ""
+
+
+def one_line(exc: BaseException) -> str:
+    """``TypeName: first line of the message``, capped, for the store and the progress bar."""
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
+def _parse_output(out: Any, run_dir: Path) -> tuple[str, dict, list, dict]:
+    """Check the dict a ``run`` function returned: ``{"summary": {...}, "status"?, ...}``."""
+    if not isinstance(out, Mapping) or not isinstance(out.get("summary"), Mapping):
+        raise TypeError("run() must return a dict with a 'summary' dict "
+                        f"(got {type(out).__name__})")
+    status = out.get("status", "finished")
+    if status not in ("finished", "diverged"):
+        raise ValueError(f"run() returned status {status!r}: use 'finished' or 'diverged'")
+    epochs = list(out.get("epochs") or [])
+    if not all(isinstance(e, Mapping) for e in epochs):
+        raise TypeError("run() 'epochs' must be a list of dicts")
+    artifacts = {}
+    for name, p in dict(out.get("artifacts") or {}).items():
+        path = Path(p)
+        artifacts[str(name)] = str(path if path.is_absolute() else run_dir / path)
+    return status, dict(out["summary"]), [dict(e) for e in epochs], artifacts
+
+
+def execute(task: RunTask) -> RunOutcome:
+    """Run one task here and now; never raises for a failing run (it becomes ``failed``).
+
+    A full traceback goes to ``run_dir/error.txt`` for debugging; the outcome carries one line.
+    """
+    t0 = time.perf_counter()
+    host = socket.gethostname()
+    run_dir = Path(task.run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "error.txt").unlink(missing_ok=True)  # from an earlier failed attempt
+        module = importlib.import_module(task.module)
+        out = module.run(dict(task.config), run_dir)
+        status, summary, epochs, artifacts = _parse_output(out, run_dir)
+        return RunOutcome(task.key, status, summary, epochs, artifacts, None,
+                          time.perf_counter() - t0, host)
+    except Exception as e:  # a failing run is a recorded result, not a crash of the sweep
+        with contextlib.suppress(OSError):
+            (run_dir / "error.txt").write_text(traceback.format_exc())
+        return RunOutcome(task.key, "failed", error=one_line(e),
+                          wall_time=time.perf_counter() - t0, host=host)
+
+
+class Backend(ABC):
+    """Runs tasks somewhere and yields their outcomes as they complete.
+
+    Contract: ``submit`` never blocks for long; ``completed()`` yields one outcome per
+    submitted task (in completion order) and returns when none is outstanding; a task whose
+    worker died comes back as ``failed`` (or is retried by the backend), never silently lost.
+    ``capacity`` is how many tasks can usefully run at once: the driver keeps at most that
+    many in flight, so the store's ``running`` status means running, not queued.
+    """
+
+    capacity: int = 1
+
+    @abstractmethod
+    def submit(self, task: RunTask) -> None: ...
+
+    @abstractmethod
+    def completed(self) -> Iterator[RunOutcome]: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release workers; outstanding tasks are abandoned (they stay ``running`` → re-run)."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class InProcessBackend(Backend):
+    """Runs each task in the calling process (``--workers 1``): simplest, easiest to debug."""
+
+    capacity = 1
+
+    def __init__(self, threads: int | None = None) -> None:
+        self._queue: list[RunTask] = []
+        self._threads = threads
+
+    def submit(self, task: RunTask) -> None:
+        self._queue.append(task)
+
+    def completed(self) -> Iterator[RunOutcome]:
+        while self._queue:
+            task = self._queue.pop(0)
+            if self._threads:
+                import torch
+
+                torch.set_num_threads(self._threads)
+            yield execute(task)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: have the kernel kill this worker when the driver dies (even by SIGKILL).
+
+    Otherwise an orphaned worker would finish its run while the next driver re-runs the same
+    run in the same run directory.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the driver died before prctl took effect
+        os._exit(1)
+
+
+def _init_worker(threads: int, parent_pid: int) -> None:
+    """Pool initializer: bound each worker's intra-op threads so N workers share the cores."""
+    _die_with_parent(parent_pid)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    import torch
+
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # only settable before any inter-op work
+        torch.set_num_interop_threads(1)
+
+
+class LocalBackend(Backend):
+    """A pool of worker processes on this machine, one run per worker at a time.
+
+    Workers are started with ``spawn`` (never ``fork``: forking a process that already has
+    torch's thread pools running can deadlock). If a worker dies (OOM killer, segfault) the
+    pool breaks: every task that was in it comes back ``failed`` with that reason, and a fresh
+    pool serves later submissions.
+    """
+
+    def __init__(self, workers: int, threads_per_worker: int | None = None) -> None:
+        if workers < 1:
+            raise LnlabError(f"--workers must be at least 1 (got {workers})")
+        self.capacity = workers
+        self.threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+        self._pool: ProcessPoolExecutor | None = None
+        self._futures: dict[Future[RunOutcome], RunTask] = {}
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.capacity,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self.threads, os.getpid()),
+            )
+        return self._pool
+
+    def submit(self, task: RunTask) -> None:
+        try:
+            fut = self._get_pool().submit(execute, task)
+        except BrokenProcessPool:
+            self._pool = None
+            fut = self._get_pool().submit(execute, task)
+        self._futures[fut] = task
+
+    def completed(self) -> Iterator[RunOutcome]:
+        while self._futures:
+            done, _ = wait(list(self._futures), return_when=FIRST_COMPLETED)
+            for fut in done:
+                task = self._futures.pop(fut)
+                try:
+                    yield fut.result()
+                except BrokenProcessPool:
+                    self._pool = None
+                    yield RunOutcome(task.key, "failed",
+                                     error="worker process died (killed or crashed)")
+                except Exception as e:  # e.g. an unpicklable result
+                    yield RunOutcome(task.key, "failed", error=one_line(e))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        self._futures.clear()
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def make_backend(name: str = "local", *, workers: int | None = None,
+                 threads_per_worker: int | None = None) -> Backend:
+    """Backend by name. ``local`` with one worker runs in-process (no pool)."""
+    if name != "local":
+        raise LnlabError(f"unknown backend {name!r}: available: local")
+    n = default_workers() if workers is None else workers
+    if n < 1:
+        raise LnlabError(f"--workers must be at least 1 (got {n})")
+    if n == 1:
+        return InProcessBackend(threads_per_worker)
+    return LocalBackend(n, threads_per_worker)
+
+
+def resources_of(config: Mapping[str, Any]) -> dict[str, float]:
+    """CPU/GPU request of a run, read from its config (``train.threads``, ``train.device``)."""
+    train = config.get("train") if isinstance(config.get("train"), Mapping) else config
+    threads = train.get("threads") if isinstance(train, Mapping) else None
+    device = str(train.get("device", "cpu")) if isinstance(train, Mapping) else "cpu"
+    cpus = float(threads) if isinstance(threads, int | float) and threads and threads > 0 else 1.0
+    return {"cpus": cpus, "gpus": 1.0 if device.startswith("cuda") else 0.0}
+
