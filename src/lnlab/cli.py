@@ -25,6 +25,13 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "norms",
     "bench",
+    "train",
+    "inspect",
+    "run",
+    "report",
+    "runs",
+    "audit",
+    "lnnet",
 ]
 
 for _name in COMMAND_MODULES:

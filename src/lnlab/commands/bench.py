@@ -79,7 +79,8 @@ def register(app: typer.Typer) -> None:
             table = Table(title=f"{m}x{n} {dtype} {device}, {torch.get_num_threads()} threads")
             table.add_column("variant", no_wrap=True)
             table.add_column("baseline", no_wrap=True)
-            for col in ("fwd ms", "fwd ratio", "fwd+bwd ms", "fwd+bwd GB/s", "fwd+bwd ratio"):
+            for col in ("fwd ms", "fwd ratio", "fwd+bwd ms", "fwd+bwd GB/s", "fwd+bwd ratio",
+                        "vs best"):
                 table.add_column(col, justify="right", no_wrap=True)
             by: dict = {}
             for r in rows:
@@ -94,11 +95,58 @@ def register(app: typer.Typer) -> None:
                 base = "" if native else escape(f.baseline)
                 table.add_row(escape(variant), base, f"{f.median_ms:.3f}",
                               f"{f.ratio_to_native:.2f}x", f"{fb.median_ms:.3f}",
-                              f"{fb.gbps:.1f}", ratio)
+                              f"{fb.gbps:.1f}", ratio, f"{fb.ratio_to_best_native:.2f}x")
             console.print(table)
         if json_path:
             write_json(rows, json_path)
             console.print(f"wrote {json_path}")
         console.print("GB/s = modelled bytes / median time; bytes: fwd 2*M*N*s, fwd+bwd 5*M*N*s "
                       "(s = bytes per element). ratio = time / native F.layer_norm with the same "
-                      "affine setting, same run.", style="dim")
+                      "affine setting, same run; 'vs best' = fwd+bwd time / the fastest "
+                      "native setting.", style="dim")
+
+    @bench.command("train")
+    def bench_train(
+        model: str = typer.Option("sequential-mlp", help="model spec, or sequential-mlp (the "
+                                  "MNIST-1D MLP 40-100-100-10 as nn.Sequential)"),
+        data: str = typer.Option("mnist1d", help="dataset spec"),
+        epochs: int = typer.Option(20, min=1, help="epochs per timed run"),
+        batch_size: int = typer.Option(100, min=1, help="batch size"),
+        repeats: int = typer.Option(5, min=1, help="timed repeats (median is reported)"),
+        threads: int = typer.Option(0, help="torch threads (0 = leave as is)"),
+        json_path: str = typer.Option(None, "--json", help="also write results to this file"),
+    ) -> None:
+        """Steps/s of the lnlab trainer vs a hand-written PyTorch loop, same model and batch."""
+        import torch
+
+        from lnlab.bench.train import run_train_bench
+        from lnlab.bench.train import write_json as write_train_json
+
+        if threads:
+            torch.set_num_threads(threads)
+        console = Console(width=max(Console().width, 100))
+        with console.status("benchmarking") as status:
+            res = run_train_bench(model=model, data=data, epochs=epochs,
+                                  batch_size=batch_size, repeats=repeats,
+                                  progress=lambda s: status.update(f"benchmarking {s}"))
+        table = Table(title=f"{escape(model)} on {escape(data)}, batch {batch_size}, "
+                            f"{res.steps_per_run} steps/run, {res.threads} threads")
+        table.add_column("loop")
+        table.add_column("steps/s (median)", justify="right")
+        table.add_column("hand / this", justify="right")
+        table.add_column("CPU-time ratio", justify="right")
+        for name, v, c in (
+                ("hand-written PyTorch", res.hand_steps_per_s, 1.0),
+                ("lnlab trainer (eval at end)", res.trainer_steps_per_s, res.ratio_cpu),
+                ("lnlab trainer (eval every epoch)", res.trainer_eval_steps_per_s,
+                 res.ratio_cpu_eval)):
+            r = res.hand_steps_per_s / v
+            table.add_row(name, f"{v:,.0f}", f"[red]{r:.2f}x[/]" if r > 1.2 else f"{r:.2f}x",
+                          f"{c:.2f}x")
+        console.print(table)
+        console.print(f"ratio (step overhead) = {res.ratio:.3f} wall, {res.ratio_cpu:.3f} CPU "
+                      f"time; with per-epoch evaluation = {res.ratio_eval:.3f} wall, "
+                      f"{res.ratio_cpu_eval:.3f} CPU time", style="dim")
+        if json_path:
+            write_train_json(res, json_path)
+            console.print(f"wrote {json_path}")
