@@ -22,7 +22,7 @@ from torch.autograd import gradcheck, gradgradcheck
 
 from lnlab.norms import normalize
 
-from ._reference import VARIANTS, Variant, dim_ok, make_params
+from ._reference import VARIANTS, Variant, dim_ok, make_params, require
 
 DIM, SHAPE, EPS = 12, (2, 3, 12), 1e-5
 
@@ -97,9 +97,9 @@ def test_detached_jacobian_matches_frozen_surrogate(v: Variant, impl: str) -> No
 
 
 @pytest.mark.parametrize("v", [v for v in GRADCHECKED if v.undetached], ids=lambda v: v.id)
-def test_composite_supports_double_backward(v: Variant) -> None:
-    """The composite path is plain autograd, so second derivatives (gradient penalties, HVPs)
-    work there; the fused kernel's backward is once_differentiable and says so if asked."""
+def test_double_backward(v: Variant, impl: str) -> None:
+    """Second derivatives (gradient penalties, HVPs, Hessians) work on both paths: the fused
+    kernel's backward switches to the differentiable composite formula under create_graph."""
     kw = v.normalize_kwargs(DIM)
     w, b = make_params(v, (DIM,), torch.float64, seed=2)
     x = _x(1)[:1, :2].clone().requires_grad_(True)
@@ -108,6 +108,23 @@ def test_composite_supports_double_backward(v: Variant) -> None:
     def f(x, *p):
         ws = p[0] if w is not None else None
         bs = p[-1] if b is not None else None
-        return normalize(x, DIM, ws, bs, EPS, impl="composite", **kw)
+        return normalize(x, DIM, ws, bs, EPS, impl=impl, **kw)
 
     assert gradgradcheck(f, (x, *params), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("v", [v for v in VARIANTS if dim_ok(v, DIM)], ids=lambda v: v.id)
+def test_kernel_hessian_equals_composite(v: Variant) -> None:
+    """Regression: Hessians through the fused kernel once came out as silent zeros."""
+    require("kernel")
+    kw = v.normalize_kwargs(DIM)
+    w, b = make_params(v, (DIM,), torch.float64, seed=3)
+    x0 = _x(4)[:2].clone()
+
+    def f(x, impl):
+        return normalize(x, DIM, w, b, EPS, impl=impl, **kw).pow(3).sum()
+
+    hk = torch.autograd.functional.hessian(lambda x: f(x, "kernel"), x0)
+    hc = torch.autograd.functional.hessian(lambda x: f(x, "composite"), x0)
+    assert hc.abs().max() > 1e-3 or v.groups == "dim"  # one feature per group: y == 0
+    torch.testing.assert_close(hk, hc, rtol=1e-9, atol=1e-10)

@@ -68,16 +68,23 @@ class _FusedNorm(torch.autograd.Function):
         if m:
             fwd(x2.data_ptr(), _ptr(w), _ptr(b), y.data_ptr(), mean.data_ptr(), rstd.data_ptr(),
                 m, n, groups, eps, int(center), int(ada), C, k, torch.get_num_threads())
-        ctx.save_for_backward(x2, w, mean, rstd)
-        ctx.cfg = (n, groups, center, detach_mean, detach_std, ada, C, k, bias is not None)
-        ctx.in_shape = x.shape
+        # The inputs themselves are saved (not x2 / w), so that a double backward can rebuild
+        # the graph from them; for contiguous input this costs nothing extra.
+        ctx.save_for_backward(x, weight, bias, mean, rstd)
+        ctx.cfg = (n, groups, eps, center, detach_mean, detach_std, ada, C, k)
         return y.view(x.shape)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, dy):
-        x2, w, mean, rstd = ctx.saved_tensors
-        n, groups, center, dmean, dstd, ada, C, k, has_bias = ctx.cfg
+        x, weight, bias, mean, rstd = ctx.saved_tensors
+        n, groups, _eps, center, dmean, dstd, ada, C, k = ctx.cfg
+        if torch.is_grad_enabled():
+            # create_graph=True (double backward, Hessians): differentiate the composite
+            # formula instead, so higher derivatives are right rather than silently zero.
+            return _FusedNorm._differentiable_backward(ctx, dy)
+        has_bias = bias is not None
+        x2 = x.contiguous().view(-1, n)
+        w = None if weight is None else weight.contiguous()
         lib = kernel_lib()
         dy2 = dy.contiguous().view(-1, n)
         m = x2.shape[0]
@@ -98,7 +105,22 @@ class _FusedNorm(torch.autograd.Function):
                 dw.zero_()
             if db is not None:
                 db.zero_()
-        return (None if dx is None else dx.view(ctx.in_shape), dw, db) + (None,) * 9
+        return (None if dx is None else dx.view(x.shape), dw, db) + (None,) * 9
+
+    @staticmethod
+    def _differentiable_backward(ctx, dy):
+        x, weight, bias, _, _ = ctx.saved_tensors
+        n, groups, eps, center, dmean, dstd, ada, C, k = ctx.cfg
+        inputs = [t for t, need in zip((x, weight, bias), ctx.needs_input_grad[:3], strict=True)
+                  if need and t is not None]
+        y = _composite(x.reshape(-1, n), weight, bias, (n,), groups, eps, center, dmean, dstd,
+                       ada, C, k)
+        grads = iter(torch.autograd.grad(y, inputs, dy.reshape(-1, n), create_graph=True))
+        out = [next(grads) if (need and t is not None) else None
+               for t, need in zip((x, weight, bias), ctx.needs_input_grad[:3], strict=True)]
+        if out[0] is not None:
+            out[0] = out[0].view(x.shape)
+        return (*out, *(None,) * 9)
 
 
 def _composite(x, weight, bias, shape, groups, eps, center, detach_mean, detach_std, ada, C, k):
