@@ -18,15 +18,15 @@ $(VENV)/.torch: $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-demo: $(VENV)/.torch pyproject.toml
-	$(BIN)/pip install -q -e ".[data]"
+	$(BIN)/pip install -q -e ".[data,hf]"
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.torch pyproject.toml
-	$(BIN)/pip install -q -e ".[data,files,hf,test]"
+	$(BIN)/pip install -q -e ".[data,files,hf,ray,test]"
 	touch $@
 
 demo: $(VENV)/.installed-demo
-	$(BIN)/lnlab bench norms --quick
+	$(BIN)/lnlab reproduce --scale quick --out results/quick
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests

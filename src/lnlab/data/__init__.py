@@ -5,7 +5,8 @@
 >>> noisy = apply_label_noise(ds.y_train, 0.1, ds.info.num_classes, seed=0)
 
 Specs: ``mnist1d[:size=,seed=]``, ``digits``, ``clusters:n=,dim=,classes=,spread=``,
-``random:n=,dim=,classes=``, ``tokens:vocab=,length=,n=,classes=,motif=,distractors=``, or a
+``random:n=,dim=,classes=``, ``tokens:vocab=,length=,n=,classes=,motif=,distractors=``,
+``pystdlib:chars=,context=,val_frac=`` (next-character targets per position), or a
 path to ``.npz`` / ``.csv`` / ``.parquet`` / a Hugging Face ``save_to_disk`` folder.
 """
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from lnlab.data.base import Dataset, Options, as_dataset, split_indices
+from lnlab.data.text import load_pystdlib
 from lnlab.errors import LnlabError
 
 
@@ -241,6 +242,7 @@ BUILTIN: dict[str, Callable[[Options, int], Dataset]] = {
     "clusters": load_clusters,
     "random": load_random,
     "tokens": load_tokens,
+    "pystdlib": load_pystdlib,
 }
 
 

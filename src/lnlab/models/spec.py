@@ -159,6 +159,8 @@ _MODELS: dict[str, ModelInfo] = {
                         ("auto", "true", "false")),
             ModelOption("embed_norm", _bool, False, "norm after the embedding (BERT style)"),
             ModelOption("act", str, "gelu", "FFN activation", _ACTS),
+            ModelOption("causal", _bool, False,
+                        "causal attention and per-position logits (a language model)"),
         )),
         ModelInfo("cnn", "small CNN; its norm acts over channels at each position", (
             ModelOption("channels", _pos_int, 32, "channels of every conv layer"),

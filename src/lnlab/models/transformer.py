@@ -9,6 +9,9 @@ Pre-LN models get a final norm (``final_norm``) before pooling and the head by d
 Post-LN models do not. Attention uses ``F.scaled_dot_product_attention`` so that CPU runs are
 fast. Inputs are token ids (``vocab_size`` given) or real-valued sequences / images cut into
 non-overlapping patches and embedded linearly (ViT style), plus learned positions.
+
+``causal=True`` makes it a decoder-only language model: causal attention, no CLS token and
+logits at every position, shape (batch, tokens, classes), for next-token targets.
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ __all__ = ["Attention", "FeedForward", "Transformer", "TransformerBlock"]
 class Attention(nn.Module):
     """Multi-head self-attention: fused ``qkv`` projection, SDPA, output ``proj``."""
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, causal: bool = False) -> None:
         super().__init__()
         if dim % heads:
             raise LnlabError(f"heads={heads} must divide dim={dim}")
         self.heads = heads
         self.dropout = dropout
+        self.causal = causal
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
@@ -42,7 +46,7 @@ class Attention(nn.Module):
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         p = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=self.causal)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
@@ -64,13 +68,13 @@ class TransformerBlock(nn.Module):
 
     def __init__(self, dim: int, heads: int, *, ln: str = "pre", mlp_ratio: float = 4.0,
                  dropout: float = 0.0, norm: str | NormSpec = "layernorm",
-                 act: str = "gelu") -> None:
+                 act: str = "gelu", causal: bool = False) -> None:
         super().__init__()
         if ln not in ("pre", "post"):
             raise LnlabError(f"ln must be 'pre' or 'post', got {ln!r}")
         self.ln = ln
         self.norm1 = make_norm(norm, dim)
-        self.attn = Attention(dim, heads, dropout)
+        self.attn = Attention(dim, heads, dropout, causal)
         self.norm2 = make_norm(norm, dim)
         self.mlp = FeedForward(dim, max(1, round(dim * mlp_ratio)), act)
         self.drop = nn.Dropout(dropout)
@@ -106,7 +110,7 @@ class Transformer(nn.Module):
                  ln: str = "pre", mlp_ratio: float = 4.0, dropout: float = 0.0,
                  pool: str = "cls", patch: int = 4, norm: str | NormSpec = "layernorm",
                  final_norm: bool | None = None, embed_norm: bool = False,
-                 act: str = "gelu") -> None:
+                 act: str = "gelu", causal: bool = False) -> None:
         super().__init__()
         if pool not in ("cls", "mean"):
             raise LnlabError(f"pool must be 'cls' or 'mean', got {pool!r}")
@@ -115,6 +119,7 @@ class Transformer(nn.Module):
         shape = tuple(int(s) for s in input_shape)
         self.input_shape = shape
         self.pool = pool
+        self.causal = causal
         self.ln = ln
         self.norm_placement = ln
         self.vocab_size = vocab_size
@@ -147,7 +152,7 @@ class Transformer(nn.Module):
             feat = patch ** len(spatial) * (chans or 1)
             self.tok_embed = None
             self.patch_embed = nn.Linear(feat, dim)
-        extra = 1 if pool == "cls" else 0
+        extra = 1 if pool == "cls" and not causal else 0
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if extra else None
         self.pos_embed = nn.Parameter(torch.empty(1, n_tokens + extra, dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -157,7 +162,7 @@ class Transformer(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(dim, heads, ln=ln, mlp_ratio=mlp_ratio, dropout=dropout, norm=norm,
-                             act=act)
+                             act=act, causal=causal)
             for _ in range(layers)
         )
         if final_norm is None:
@@ -187,5 +192,7 @@ class Transformer(nn.Module):
             h = block(h)
         if self.final_norm is not None:
             h = self.final_norm(h)
+        if self.causal:  # a language model: next-token logits at every position
+            return self.head(h)
         h = h[:, 0] if self.pool == "cls" else h.mean(dim=1)
         return self.head(h)

@@ -11,6 +11,7 @@ results store (only the driver writes it). A Ray backend is therefore ``execute`
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import importlib
 import multiprocessing
@@ -21,7 +22,7 @@ import sys
 import time
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from typing import Any
 from lnlab.errors import LnlabError
 
 __all__ = [
+    "BACKENDS",
+    "DEVICES",
     "Backend",
     "InProcessBackend",
     "LocalBackend",
@@ -38,9 +41,16 @@ __all__ = [
     "RunTask",
     "execute",
     "make_backend",
+    "resolve_device",
+    "resources_of",
+    "with_device",
 ]
 
 MAX_ERROR_CHARS = 300
+BACKENDS = ("local", "ray")
+DEVICES = ("auto", "cpu", "cuda")
+RAY_INSTALL_HINT = ("the ray backend needs Ray, which is not installed: "
+                    "pip install 'lnlab[ray]'  (or: pip install 'ray>=2.9')")
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,7 @@ class RunOutcome:
     error: str | None = None
     wall_time: float = 0.0
     host: str = ""
+    retries: int = 0  # extra attempts the backend made (e.g. Ray re-ran it after a worker died)
 
 
 def one_line(exc: BaseException) -> str:
@@ -128,6 +139,7 @@ class Backend(ABC):
     """
 
     capacity: int = 1
+    where: str = "this machine"  # for messages: where the runs execute
 
     @abstractmethod
     def submit(self, task: RunTask) -> None: ...
@@ -137,6 +149,12 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release workers; outstanding tasks are abandoned (they stay ``running`` → re-run)."""
+
+    def has_gpu(self) -> bool:
+        """Whether runs can get a CUDA device here (``--device auto`` picks CUDA if so)."""
+        import torch
+
+        return bool(torch.cuda.is_available())
 
     def __enter__(self) -> Backend:
         return self
@@ -256,10 +274,27 @@ def default_workers() -> int:
 
 
 def make_backend(name: str = "local", *, workers: int | None = None,
-                 threads_per_worker: int | None = None) -> Backend:
-    """Backend by name. ``local`` with one worker runs in-process (no pool)."""
-    if name != "local":
-        raise LnlabError(f"unknown backend {name!r}: available: local")
+                 threads_per_worker: int | None = None, address: str | None = None) -> Backend:
+    """Backend by name. ``local`` with one worker runs in-process (no pool).
+
+    ``ray`` starts a local Ray instance with ``workers`` CPUs (default: all cores), or joins
+    the cluster at ``address`` (then ``workers``, if given, caps the runs in flight).
+    """
+    if name not in BACKENDS:
+        raise LnlabError(f"unknown backend {name!r}: available: {', '.join(BACKENDS)}")
+    if workers is not None and workers < 1:
+        raise LnlabError(f"--workers must be at least 1 (got {workers})")
+    if name == "ray":
+        try:
+            import ray  # noqa: F401 - only to give the one-line install hint
+        except ImportError:
+            raise LnlabError(RAY_INSTALL_HINT) from None
+        from lnlab.runner.ray_backend import RayBackend
+
+        return RayBackend(address=address, workers=workers,
+                          threads_per_worker=threads_per_worker)
+    if address:
+        raise LnlabError("--address only applies to --backend ray")
     n = default_workers() if workers is None else workers
     if n < 1:
         raise LnlabError(f"--workers must be at least 1 (got {n})")
@@ -276,3 +311,38 @@ def resources_of(config: Mapping[str, Any]) -> dict[str, float]:
     cpus = float(threads) if isinstance(threads, int | float) and threads and threads > 0 else 1.0
     return {"cpus": cpus, "gpus": 1.0 if device.startswith("cuda") else 0.0}
 
+
+def resolve_device(device: str, backend: Backend) -> str:
+    """``auto`` → ``cuda`` if the backend can give runs a GPU, else ``cpu``; check ``cuda``.
+
+    Resolved once per sweep by the driver, so the stored config says what the run used.
+    """
+    if device not in DEVICES:
+        raise LnlabError(f"unknown device {device!r}: use {', '.join(DEVICES)}")
+    if device == "cpu":
+        return "cpu"
+    gpu = backend.has_gpu()
+    if device == "cuda" and not gpu:
+        raise LnlabError(f"--device cuda: {backend.where} has no CUDA GPU "
+                         "(use --device cpu or auto)")
+    return "cuda" if gpu else "cpu"
+
+
+def with_device(configs: Sequence[Mapping[str, Any]], device: str) -> list[dict[str, Any]]:
+    """Configs whose ``train`` section runs on ``device`` (``cpu`` or ``cuda``).
+
+    ``cpu`` returns the configs unchanged, so their run keys (and every existing store) stay
+    valid. ``cuda`` sets ``train.device`` and therefore changes the keys: a GPU run computes
+    different floating-point results, so it is a different run, never mixed with CPU rows.
+    Configs without a ``train`` section (runs that do not train) are left alone.
+    """
+    if device not in ("cpu", "cuda"):
+        raise LnlabError(f"with_device: device must be 'cpu' or 'cuda' (resolve {device!r} "
+                         "first)")
+    out = []
+    for cfg in configs:
+        cfg = copy.deepcopy(dict(cfg))
+        if device != "cpu" and isinstance(cfg.get("train"), Mapping):
+            cfg["train"] = {**cfg["train"], "device": device}
+        out.append(cfg)
+    return out

@@ -174,7 +174,7 @@ def run_sweep(
                     store.record(outcome.key, status=outcome.status, summary=outcome.summary,
                                  epochs=outcome.epochs, artifacts=outcome.artifacts,
                                  error=outcome.error, wall_time=outcome.wall_time,
-                                 host=outcome.host or None)
+                                 host=outcome.host or None, retries=outcome.retries)
                     setattr(result, outcome.status, getattr(result, outcome.status) + 1)
                     if outcome.error:
                         result.errors[outcome.key] = outcome.error

@@ -245,8 +245,13 @@ class Store:
         error: str | None = None,
         wall_time: float | None = None,
         host: str | None = None,
+        retries: int = 0,
     ) -> None:
-        """Store a finished/diverged/failed run with its epochs and artifacts, atomically."""
+        """Store a finished/diverged/failed run with its epochs and artifacts, atomically.
+
+        ``retries`` are attempts a backend made on its own (Ray re-running a task whose
+        worker died); they are added to ``attempts``, which counts the driver's submissions.
+        """
         if status not in ("finished", "diverged", "failed"):
             raise ValueError(f"cannot record a run as {status!r}")
         rows = []
@@ -267,9 +272,9 @@ class Store:
         with self._tx() as c:
             cur = c.execute(
                 "UPDATE runs SET status=?, summary=?, error=?, finished=?, wall_time=?, "
-                "host=COALESCE(?, host) WHERE key=?",
+                "host=COALESCE(?, host), attempts=attempts+? WHERE key=?",
                 (status, json.dumps(sanitize(dict(summary or {})), sort_keys=True), error,
-                 _now(), wall_time, host, key),
+                 _now(), wall_time, host, max(0, int(retries)), key),
             )
             if cur.rowcount != 1:
                 raise KeyError(f"unknown run {key}")

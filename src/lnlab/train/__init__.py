@@ -10,6 +10,7 @@ from lnlab.train.config import OPTIMIZERS, PARAM_GROUPS, SCHEDULES, TrainConfig
 from lnlab.train.loop import (
     Evaluation,
     Hook,
+    StepHook,
     TrainResult,
     TrainState,
     derive_seed,
@@ -26,6 +27,7 @@ __all__ = [
     "SCHEDULES",
     "Evaluation",
     "Hook",
+    "StepHook",
     "TrainConfig",
     "TrainResult",
     "TrainState",

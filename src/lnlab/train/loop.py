@@ -74,6 +74,10 @@ class TrainState:
 
 
 Hook = Callable[[TrainState], "dict[str, Any] | None"]
+StepHook = Callable[[TrainState], None]
+"""Called after every optimizer step (``state.step`` already counts it); for per-step
+measurements such as angular updates. Not checkpointed: keep its state in ``state.store``
+or train without mid-run checkpoints."""
 
 
 @dataclass
@@ -100,12 +104,23 @@ class Evaluation:
     preds: torch.Tensor
 
 
+def sequence_loss(logits: torch.Tensor, y: torch.Tensor,
+                  reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of (batch, classes) logits, or of (batch, positions, classes) logits
+    against (batch, positions) targets over every position (language models)."""
+    if logits.dim() == 3:
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction=reduction)
+    return F.cross_entropy(logits, y, reduction=reduction)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
              chunk: int = EVAL_CHUNK) -> Evaluation:
     """Mean cross-entropy, accuracy and argmax predictions in eval mode (batched, no grad).
 
-    Leaves the model in eval mode; the trainer switches back to train mode each epoch.
+    With sequence targets ``y`` of shape (n, positions) the loss and accuracy are means over
+    every position (per token), and ``preds`` has the shape of ``y``.  Leaves the model in eval
+    mode; the trainer switches back to train mode each epoch.
     """
     model.eval()
     n = len(y)
@@ -115,10 +130,10 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     preds = []
     for i in range(0, n, chunk):
         logits = model(x[i:i + chunk])
-        loss += F.cross_entropy(logits.float(), y[i:i + chunk], reduction="sum").double()
+        loss += sequence_loss(logits.float(), y[i:i + chunk], reduction="sum").double()
         preds.append(logits.argmax(-1))
     p = torch.cat(preds)
-    return Evaluation(float(loss) / n, float((p == y).double().mean()), p)
+    return Evaluation(float(loss) / y.numel(), float((p == y).double().mean()), p)
 
 
 def make_model(cfg: TrainConfig, info: DatasetInfo) -> nn.Module:
@@ -187,6 +202,12 @@ def make_labels(cfg: TrainConfig, data: Dataset) -> NoisyLabels:
     """The training labels of this run: clean, noisy (``cfg.noise``) or random."""
     seed = cfg.seed if cfg.noise_seed is None else cfg.noise_seed
     k = data.info.num_classes
+    if data.y_train.dim() > 1:  # sequence targets (a language model): no per-sample label
+        if cfg.random_labels or cfg.noise:
+            raise LnlabError(f"label noise needs one label per sample; {data.info.name!r} has "
+                             f"a target per position")
+        y = data.y_train
+        return NoisyLabels(y, torch.zeros(len(y), dtype=torch.bool), y.clone())
     if cfg.random_labels:
         return _random_labels(data.y_train, k, seed)
     return apply_label_noise(data.y_train, cfg.noise, k, seed)
@@ -256,12 +277,14 @@ def _summary(history: list[dict[str, Any]], status: str, stop: str | None, step:
 
 def train(cfg: TrainConfig, run_dir: str | Path | None = None, *,
           progress: Callable[[dict[str, Any]], None] | None = None,
-          hooks: Sequence[Hook] = (), model: nn.Module | None = None) -> TrainResult:
+          hooks: Sequence[Hook] = (), model: nn.Module | None = None,
+          step_hooks: Sequence[StepHook] = ()) -> TrainResult:
     """Train ``cfg`` (optionally in ``run_dir``, resuming from its last checkpoint).
 
     ``model`` overrides building ``cfg.model`` (its weights are used as given).  ``progress``
     gets each epoch's metrics; ``hooks`` run at each evaluated epoch's end and may return a
-    dict merged into that epoch's metrics.  Nothing is written to ``run_dir`` before the
+    dict merged into that epoch's metrics; ``step_hooks`` run after every optimizer step
+    (none: no per-step cost).  Nothing is written to ``run_dir`` before the
     config, data and model have been checked.
     """
     cfg.validate()
@@ -271,12 +294,12 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *,
     device = resolve_device(cfg.device)
     cuda = [device.index or 0] if device.type == "cuda" else []
     with _threads(cfg.threads), torch.random.fork_rng(devices=cuda):
-        return _train(cfg, rdir, device, progress, hooks, model)
+        return _train(cfg, rdir, device, progress, hooks, model, tuple(step_hooks))
 
 
 def _train(cfg: TrainConfig, rdir: Path | None, device: torch.device,
            progress: Callable[[dict[str, Any]], None] | None, hooks: Sequence[Hook],
-           model: nn.Module | None) -> TrainResult:
+           model: nn.Module | None, step_hooks: tuple[StepHook, ...] = ()) -> TrainResult:
     t_start = time.perf_counter()
     data = load_dataset(cfg.data, seed=cfg.data_seed)
     labels = make_labels(cfg, data)
@@ -294,9 +317,12 @@ def _train(cfg: TrainConfig, rdir: Path | None, device: torch.device,
     except Exception as e:
         raise LnlabError(f"model {cfg.model!r} cannot take data {cfg.data!r}: "
                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    if tuple(out.shape) != (min(2, len(x_tr)), data.info.num_classes):
+    want = (min(2, len(x_tr)), *y_tr.shape[1:], data.info.num_classes)
+    if tuple(out.shape) != want:
         raise LnlabError(f"model output shape {tuple(out.shape)} does not match "
-                         f"{data.info.num_classes} classes")
+                         f"{data.info.num_classes} classes" + (
+                             f" at {y_tr.shape[1]} positions (use a causal model)"
+                             if y_tr.dim() > 1 else ""))
     opt = build_optimizer(model, cfg)
     wnorms = WeightNorms(model)
     track_noise = bool(cfg.noise > 0 or cfg.random_labels)
@@ -366,7 +392,7 @@ def _train(cfg: TrainConfig, rdir: Path | None, device: torch.device,
                 lr = cfg.lr * lr_factor(step, spe, cfg)
                 for g in groups:
                     g["lr"] = lr
-            loss = F.cross_entropy(model(x_tr.index_select(0, idx)), y_tr.index_select(0, idx))
+            loss = sequence_loss(model(x_tr.index_select(0, idx)), y_tr.index_select(0, idx))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.clip_grad_norm is not None:
@@ -374,6 +400,10 @@ def _train(cfg: TrainConfig, rdir: Path | None, device: torch.device,
             opt.step()
             loss_sum += loss.detach()
             step += 1
+            if step_hooks:
+                state_obj.epoch, state_obj.step = epoch, step
+                for step_hook in step_hooks:
+                    step_hook(state_obj)
             if i % FINITE_CHECK_EVERY == FINITE_CHECK_EVERY - 1 and not bool(
                     torch.isfinite(loss_sum)):
                 finite = False
