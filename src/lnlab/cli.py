@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "train",
     "inspect",
     "run",
+    "plan",
     "report",
     "runs",
     "audit",

@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
         _maybe_reexec_with_malloc_env()
         if threads:
             torch.set_num_threads(threads)
-        console = Console(width=max(Console().width, 110))
+        console = Console(width=max(Console().width, 132))
         with console.status("benchmarking") as status:
             rows = run_bench(shape_list, dt, device, repeats=5 if quick else repeats,
                              progress=lambda s: status.update(f"benchmarking {s}"))

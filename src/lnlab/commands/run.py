@@ -12,6 +12,13 @@ from lnlab.errors import LnlabError
 from lnlab.experiments import EXPERIMENTS
 
 OUT = Path("results")
+BACKEND_HELP = "where runs execute: local (processes here) | ray (a Ray instance or cluster)"
+ADDRESS_HELP = ("--backend ray: the cluster to join (HOST:PORT or 'auto'); default: start a "
+                "local Ray instance")
+STORAGE_HELP = ("directory for the run directories (checkpoints); with a cluster, a path every "
+                "node sees (default: --out)")
+DEVICE_HELP = ("auto (CUDA if the backend has a GPU) | cpu | cuda; cpu keeps run keys "
+               "unchanged, cuda runs are separate runs")
 
 
 def _parse_options(items: list[str] | None) -> dict[str, str]:
@@ -22,6 +29,12 @@ def _parse_options(items: list[str] | None) -> dict[str, str]:
             raise LnlabError(f"bad --option {item!r}: expected NAME=VALUE")
         out[name.strip()] = value.strip()
     return out
+
+
+def _named_options(**named: str | None) -> dict[str, str]:
+    """``--model/--data/--init`` are experiment options under their own flags; an experiment
+    without such an option rejects them as it rejects an unknown ``-o``."""
+    return {k: v for k, v in named.items() if v is not None}
 
 
 def _summary_line(res) -> str:  # type: ignore[no-untyped-def]
@@ -45,6 +58,13 @@ def _finish(console: Console, out: Path, results: list) -> None:  # type: ignore
                   f"{paths['claims.json'].name})")
 
 
+def _check_device(device: str) -> None:
+    from lnlab.runner.backends import DEVICES
+
+    if device not in DEVICES:
+        raise LnlabError(f"unknown --device {device!r}: use {', '.join(DEVICES)}")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("run")
     def run_cmd(
@@ -56,16 +76,30 @@ def register(app: typer.Typer) -> None:
                                     "1 = run in this process)"),
         option: Annotated[list[str] | None, typer.Option(
             "--option", "-o", help="experiment option NAME=VALUE (repeatable)")] = None,
-        backend: str = typer.Option("local", help="where runs execute: local"),
+        backend: str = typer.Option("local", help=BACKEND_HELP),
+        address: str = typer.Option(None, help=ADDRESS_HELP),
+        storage: Annotated[Path | None, typer.Option(help=STORAGE_HELP)] = None,
+        device: str = typer.Option("cpu", help=DEVICE_HELP),
         no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
+        model: str = typer.Option(None, help="your model(s), for experiments that take one "
+                                  "(same as -o model=...)"),
+        data: str = typer.Option(None, help="your dataset spec or path (same as -o data=...)"),
+        init: str = typer.Option(None, help="a local checkpoint to start from "
+                                 "(same as -o init=...)"),
     ) -> None:
         """Run one experiment's sweep (skipping finished runs), then write the report."""
-        from lnlab.experiments import run_experiment
+        from lnlab.experiments import get_experiment, run_experiment
+        from lnlab.runner import make_backend
 
         console = Console(soft_wrap=True)
         opts = _parse_options(option)
-        res = run_experiment(experiment, out, scale=scale, seeds=seeds, workers=workers,
-                             options=opts, backend=backend, progress=not no_progress)
+        opts.update(_named_options(model=model, data=data, init=init))
+        _check_device(device)
+        get_experiment(experiment).configs(scale, seeds, opts)  # bad input: fail before Ray
+        with make_backend(backend, workers=workers, address=address) as be:
+            res = run_experiment(experiment, out, scale=scale, seeds=seeds, options=opts,
+                                 backend=be, progress=not no_progress, storage=storage,
+                                 device=device)
         _finish(console, out, [res])
 
     @app.command("reproduce")
@@ -73,7 +107,10 @@ def register(app: typer.Typer) -> None:
         scale: str = typer.Option("quick", help="quick (CPU minutes) | full (paper-sized)"),
         out: Annotated[Path, typer.Option(help="output directory (store + report)")] = OUT,
         workers: int = typer.Option(None, help="worker processes (default: CPU cores)"),
-        backend: str = typer.Option("local", help="where runs execute: local"),
+        backend: str = typer.Option("local", help=BACKEND_HELP),
+        address: str = typer.Option(None, help=ADDRESS_HELP),
+        storage: Annotated[Path | None, typer.Option(help=STORAGE_HELP)] = None,
+        device: str = typer.Option("cpu", help=DEVICE_HELP),
         no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
     ) -> None:
         """Run every registered experiment at one scale, then write the report."""
@@ -82,9 +119,12 @@ def register(app: typer.Typer) -> None:
 
         console = Console(soft_wrap=True)
         names = available()
+        _check_device(device)
         for name in names:  # all input checked before anything runs
             get_experiment(name).configs(scale)
-        make_backend(backend, workers=workers).close()  # bad --backend/--workers: fail now
-        results = [run_experiment(name, out, scale=scale, workers=workers, backend=backend,
-                                  progress=not no_progress) for name in names]
+        # one backend for every experiment: a Ray instance starts (or joins) once
+        with make_backend(backend, workers=workers, address=address) as be:
+            results = [run_experiment(name, out, scale=scale, backend=be, storage=storage,
+                                      device=device, progress=not no_progress)
+                       for name in names]
         _finish(console, out, results)

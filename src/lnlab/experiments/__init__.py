@@ -36,7 +36,7 @@ from lnlab.experiments.framework import (
     train_output,
     train_run,
 )
-from lnlab.runner.backends import Backend, make_backend
+from lnlab.runner.backends import Backend, make_backend, resolve_device, with_device
 from lnlab.runner.driver import SweepResult, run_sweep
 
 __all__ = [
@@ -65,6 +65,10 @@ __all__ = [
 # name → module. Order = order in `lnlab reproduce` and in the report.
 EXPERIMENTS: Mapping[str, str] = MappingProxyType({
     "baselines": "lnlab.experiments.baselines",
+    "memorization": "lnlab.experiments.memorization",
+    "ablation": "lnlab.experiments.ablation",
+    "weight-decay": "lnlab.experiments.weight_decay",
+    "capacity": "lnlab.experiments.capacity",
 })
 
 
@@ -104,11 +108,15 @@ def run_experiment(
     options: Mapping[str, str] | None = None,
     backend: Backend | str = "local",
     progress: bool = True,
+    storage: str | Path | None = None,
+    device: str = "cpu",
 ) -> SweepResult:
     """Expand the experiment's sweep and run it into ``out_dir`` (skipping finished runs).
 
     All input is checked (name, scale, seeds, options, configs) before the directory is
-    touched, so bad input leaves nothing behind.
+    touched, so bad input leaves nothing behind. ``storage`` holds the run directories
+    (default ``out_dir``; a path all nodes share for a cluster backend). ``device`` (auto |
+    cpu | cuda) is resolved against the backend; ``cpu`` keeps every run key unchanged.
     """
     exp = get_experiment(name)
     configs, seed_list = exp.configs(scale, seeds, options)
@@ -116,11 +124,12 @@ def run_experiment(
     if isinstance(backend, str):
         backend = make_backend(backend, workers=workers)
     try:
+        configs = with_device(configs, resolve_device(device, backend))
         return run_sweep(out_dir, exp.name, exp.module, configs, scale=scale, seeds=seed_list,
                          options=dict(options or {}), backend=backend,
                          versions=environment(), progress=progress,
                          claims=[c.to_dict() for c in exp.claims],
-                         headline_metric=exp.headline_metric)
+                         headline_metric=exp.headline_metric, storage=storage)
     finally:
         if own:
             backend.close()

@@ -55,7 +55,8 @@ def build_model(spec: str | ModelSpec, *, input_shape: tuple[int, ...], num_clas
 
     ``input_shape`` is one example's shape without the batch dimension: ``(40,)`` for a
     MNIST-1D vector, ``(8, 8)`` for a digits image, ``(L,)`` token ids when ``vocab_size`` is
-    given (transformer only). The model returns logits of shape ``(batch, num_classes)`` and
+    given (transformer only). The model returns logits of shape ``(batch, num_classes)``
+    (``(batch, tokens, num_classes)`` for a ``causal=true`` transformer, a language model) and
     carries its parsed spec as ``model.spec``.
     """
     ms = parse_model_spec(spec)
@@ -83,7 +84,8 @@ def build_model(spec: str | ModelSpec, *, input_shape: tuple[int, ...], num_clas
                                 dim=o["dim"], heads=o["heads"], ln=o["ln"],
                                 mlp_ratio=o["mlp_ratio"], dropout=o["dropout"], pool=o["pool"],
                                 patch=o["patch"], norm=o["norm"], final_norm=fn,
-                                embed_norm=o["embed_norm"], act=o["act"])
+                                embed_norm=o["embed_norm"], act=o["act"],
+                                causal=o["causal"])
         elif ms.name == "cnn":
             model = CNN(shape, num_classes, channels=o["channels"], layers=o["layers"],
                         norm=o["norm"], kernel=o["kernel"], act=o["act"],

@@ -1,0 +1,228 @@
+"""Singhal & Kim's LN-removal protocol on any classifier: noisy labels, intact vs removed.
+
+The protocol (research notes §1–2), reusable on a user's model and data:
+
+1. A share ``noise`` of the training labels is flipped to a uniformly drawn *other* class
+   (``lnlab.data.apply_label_noise``: exactly ``round(noise · n)`` samples).
+2. One initialization is drawn (or a pretrained checkpoint / a pretraining stage gives it).
+3. The **LN-intact** model is trained from it until its training accuracy on the noisy labels
+   reaches ``stop_at`` (default 100%), capped at ``max_epochs``; it ran ``E`` epochs.
+4. For each removal ``arm`` (``all`` | ``early`` | ``middle`` | ``later``), a copy of the *same*
+   initialization has the affine parameters of those LNs removed (w ≡ 1, b ≡ 0, frozen:
+   :func:`lnlab.surgery.strip_affine`) and is trained for exactly ``E`` epochs with the same
+   batch order. In the fine-tuning regime the removal happens at the start of fine-tuning, so
+   the pretrained LN values are discarded, as in the paper.
+5. Every evaluated epoch records test accuracy, train accuracy (noisy labels), the overfit
+   gap Δ = train − test, and on the noisy samples the *counts* of predictions equal to the
+   noisy label (memorization), to the true label (recovery) and to neither (random). The three
+   counts are disjoint and sum to the number of noisy samples, so the shares sum to exactly 1.
+6. At the end, per-sample gradient norms at every LN input (learning: test samples with true
+   labels; memorization: noisy samples with noisy labels; total and LN-branch gradient;
+   :mod:`lnlab.analysis.gradients`) for every trained model, and optionally every
+   ``grad_every`` epochs during training.
+
+Metric keys are prefixed with the arm: ``intact/test_acc``, ``all/mem``, ``early/n_rec``,
+``intact/grad/learn_total/<site>`` (epochs) and ``intact/final_test_acc``,
+``intact/gradfinal/learn_branch/<site>`` (summary).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lnlab.errors import LnlabError
+
+__all__ = [
+    "ARMS",
+    "ProtocolResult",
+    "noisy_counts",
+    "noisy_counts_hook",
+    "run_protocol",
+    "shares_from_counts",
+]
+
+ARMS = ("all", "early", "middle", "later")
+"""Removal arms: which LNs lose their affine parameters (surgery groups; ``all`` includes an
+embedding LN and a final LN, the three block groups only the norms inside blocks)."""
+
+
+def noisy_counts(preds: torch.Tensor, noisy_labels: torch.Tensor, true_labels: torch.Tensor,
+                 mask: torch.Tensor) -> dict[str, int]:
+    """Counts on the noisy samples: prediction = noisy label (mem), = true label (rec), else
+    (rand). Noisy and true labels differ on every noisy sample, so the three are disjoint."""
+    m = mask.bool()
+    p, yn, yt = preds[m], noisy_labels[m], true_labels[m]
+    if bool((yn == yt).any()):
+        raise LnlabError("a sample marked noisy has its true label; the shares would overlap")
+    n = int(m.sum())
+    mem = int((p == yn).sum())
+    rec = int((p == yt).sum())
+    return {"n_noisy": n, "n_mem": mem, "n_rec": rec, "n_rand": n - mem - rec}
+
+
+def shares_from_counts(counts: dict[str, int]) -> dict[str, Fraction]:
+    """Exact shares (``Fraction``) of memorization, recovery and random; they sum to 1."""
+    n = counts["n_noisy"]
+    if n <= 0:
+        raise LnlabError("no noisy samples: memorization shares are undefined")
+    return {k: Fraction(counts[f"n_{k}"], n) for k in ("mem", "rec", "rand")}
+
+
+def noisy_counts_hook(state: Any) -> dict[str, int]:
+    """Trainer hook: the integer counts behind the trainer's ``mem``/``rec``/``rand``."""
+    from lnlab.train import evaluate
+
+    labels = state.labels
+    mask = labels.mask
+    if not bool(mask.any()):
+        return {}
+    idx = mask.nonzero()[:, 0].to(state.device)
+    x = state.data.x_train.to(state.device).index_select(0, idx)
+    preds = evaluate(state.model, x, labels.labels.to(state.device).index_select(0, idx)).preds
+    ones = torch.ones(len(idx), dtype=torch.bool)
+    return noisy_counts(preds.cpu(), labels.labels[mask], labels.original[mask], ones)
+
+
+@dataclass
+class ArmResult:
+    """One trained model of the protocol (``intact`` or a removal arm)."""
+
+    arm: str
+    status: str
+    summary: dict[str, Any]
+    epochs: list[dict[str, Any]]
+    removed: list[str] = field(default_factory=list)   # the LN sites stripped
+    params_removed: int = 0
+    model: nn.Module | None = field(default=None, repr=False)
+
+
+@dataclass
+class ProtocolResult:
+    """Intact and removed runs from one initialization, merged per epoch by arm prefix."""
+
+    arms: dict[str, ArmResult]
+    intact_epochs: int
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"intact_epochs": self.intact_epochs}
+        for name, a in self.arms.items():
+            out[f"{name}/status"] = a.status
+            out[f"{name}/params_removed"] = a.params_removed
+            for k, v in a.summary.items():
+                out[f"{name}/{k}"] = v
+        return out
+
+    def epochs(self) -> list[dict[str, Any]]:
+        rows: dict[int, dict[str, Any]] = {}
+        for name, a in self.arms.items():
+            for e in a.epochs:
+                row = rows.setdefault(int(e["epoch"]), {"epoch": int(e["epoch"])})
+                row.update({f"{name}/{k}": v for k, v in e.items() if k != "epoch"})
+        return [rows[k] for k in sorted(rows)]
+
+
+def _final_grads(model: nn.Module, cfg: Any, max_samples: int) -> dict[str, float]:
+    from lnlab.analysis.gradients import gradient_norms
+    from lnlab.data import load_dataset
+    from lnlab.train import make_labels
+
+    data = load_dataset(cfg.data, seed=cfg.data_seed)
+    labels = make_labels(cfg, data)
+    g = torch.Generator().manual_seed(12345)
+    li = torch.randperm(len(data.y_test), generator=g)[:max_samples].sort().values
+    learn = (data.x_test[li], data.y_test[li])
+    ni = labels.mask.nonzero()[:, 0]
+    mem = (data.x_train[ni], labels.labels[ni]) if len(ni) else None
+    res = gradient_norms(model.cpu(), learn, mem)
+    out: dict[str, float] = {}
+    for s in res.sites:
+        for kind, v in (("learn_total", s.learning_total), ("mem_total", s.memorization_total),
+                        ("learn_branch", s.learning_branch),
+                        ("mem_branch", s.memorization_branch)):
+            out[f"gradfinal/{kind}/{s.name}"] = v
+    return out
+
+
+def run_protocol(make_model: Callable[[], nn.Module], cfg: Any, run_dir: str | Path | None = None,
+                 *, arms: Sequence[str] = ("all",), max_epochs: int | None = None,
+                 stop_at: float = 1.0, pretrain: Any = None, grad_every: int = 0,
+                 final_grads: bool = True, grad_samples: int = 512,
+                 progress: Callable[[str, dict[str, Any]], None] | None = None
+                 ) -> ProtocolResult:
+    """Run the protocol (module doc) for a model factory and a noisy ``TrainConfig``.
+
+    ``make_model`` is called once under ``torch.manual_seed(derive_seed(cfg.seed, "init"))``;
+    every arm starts from a copy of that model (after ``pretrain``, a clean-label
+    ``TrainConfig`` trained first when given). ``cfg.noise`` must be > 0. ``run_dir`` holds one
+    sub-directory per stage, so an interrupted protocol resumes stage by stage.
+    """
+    from lnlab.analysis.gradients import gradient_hook
+    from lnlab.surgery import find_norms, select_sites, strip_affine
+    from lnlab.train import derive_seed, train
+
+    if not cfg.noise > 0:
+        raise LnlabError("the memorization protocol needs label noise (noise > 0)")
+    bad = [a for a in arms if a not in ARMS]
+    if bad:
+        raise LnlabError(f"unknown removal arm {bad[0]!r}; valid: {', '.join(ARMS)}")
+    if not 0 < stop_at <= 1:
+        raise LnlabError(f"stop_at must be in (0, 1], got {stop_at}")
+    rdir = Path(run_dir) if run_dir is not None else None
+    sub = (lambda name: rdir / name) if rdir is not None else (lambda name: None)
+    with torch.random.fork_rng():
+        torch.manual_seed(derive_seed(cfg.seed, "init"))
+        base = make_model()
+    if pretrain is not None:
+        if pretrain.noise:
+            raise LnlabError("pretraining is on clean labels (pretrain noise must be 0)")
+        pre = train(pretrain, sub("pretrain"), model=base)
+        if pre.status != "finished":
+            raise LnlabError(f"pretraining {pre.status} at epoch "
+                             f"{pre.summary.get('diverged_epoch')}")
+    init_state = copy.deepcopy(base.state_dict())
+
+    def hooks() -> list[Any]:
+        hs: list[Any] = [noisy_counts_hook]
+        if grad_every:
+            hs.append(gradient_hook(every=grad_every, stats=False, max_learn=256, max_mem=256))
+        return hs
+
+    def one(name: str, c: Any, where: str | None) -> ArmResult:
+        model = copy.deepcopy(base)
+        model.load_state_dict(init_state)
+        removed: list[str] = []
+        n_removed = 0
+        if where is not None:
+            removed = [s.name for s in select_sites(find_norms(model), where)]
+            if not removed:
+                raise LnlabError(f"arm {where!r}: the model has no LayerNorm there")
+            n_removed = strip_affine(model, where).params_removed
+        cb = (lambda r: progress(name, r)) if progress is not None else None
+        r = train(c, sub(name), hooks=hooks(), model=model, progress=cb)
+        summ = dict(r.summary)
+        if r.epochs:
+            last = r.epochs[-1]
+            for k in ("n_noisy", "n_mem", "n_rec", "n_rand"):
+                if k in last:
+                    summ[f"final_{k}"] = last[k]
+            summ["final_gap"] = last["train_acc"] - last["test_acc"]
+        if final_grads and r.status == "finished" and r.model is not None:
+            summ.update(_final_grads(r.model, c, grad_samples))
+        return ArmResult(name, r.status, summ, [dict(e) for e in r.epochs], removed,
+                         n_removed, r.model)
+
+    cap = max_epochs if max_epochs is not None else cfg.epochs
+    intact = one("intact", replace(cfg, epochs=cap, stop_at_train_acc=stop_at), None)
+    e = int(intact.summary.get("epochs_run") or cap)
+    out = {"intact": intact}
+    for arm in arms:
+        out[arm] = one(arm, replace(cfg, epochs=max(1, e), stop_at_train_acc=None), arm)
+    return ProtocolResult(out, e)

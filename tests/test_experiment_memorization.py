@@ -1,0 +1,405 @@
+"""Singhal & Kim memorization protocol, HF classifier wrapper and the `memorization` experiment.
+
+The hand check of the gradient analysis itself is in tests/test_gradients.py; here one
+end-to-end check goes through the experiment's code path (run_protocol → gradfinal keys).
+"""
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from lnlab.analysis.memorization import (
+    noisy_counts,
+    run_protocol,
+    shares_from_counts,
+)
+from lnlab.errors import LnlabError
+from lnlab.experiments import get_experiment
+from lnlab.experiments import memorization as mz
+from lnlab.experiments.claims import evaluate
+from lnlab.experiments.framework import Results, Run
+from lnlab.models.hf_classifier import build_hf_classifier, hf_placement, parse_hf_model
+from lnlab.train import TrainConfig, make_model
+
+TINY = "transformer:layers=3,dim=8,heads=2,ln={ln},patch=8,mlp_ratio=1"
+
+
+# --------------------------------------------------------------------------- shares
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 60), st.integers(2, 7), st.integers(0, 2**31 - 1))
+def test_counts_are_disjoint_and_shares_sum_to_exactly_one(n, k, seed):
+    g = torch.Generator().manual_seed(seed)
+    true = torch.randint(0, k, (n,), generator=g)
+    noisy = (true + torch.randint(1, k, (n,), generator=g)) % k
+    preds = torch.randint(0, k, (n,), generator=g)
+    c = noisy_counts(preds, noisy, true, torch.ones(n, dtype=torch.bool))
+    # independent reference: classify each sample by hand
+    ref = {"mem": 0, "rec": 0, "rand": 0}
+    for p, yn, yt in zip(preds.tolist(), noisy.tolist(), true.tolist(), strict=True):
+        ref["mem" if p == yn else "rec" if p == yt else "rand"] += 1
+    assert (c["n_mem"], c["n_rec"], c["n_rand"]) == (ref["mem"], ref["rec"], ref["rand"])
+    sh = shares_from_counts(c)
+    assert sum(sh.values()) == Fraction(1)
+
+
+def test_counts_reject_overlapping_labels():
+    y = torch.tensor([0, 1])
+    with pytest.raises(LnlabError, match="true label"):
+        noisy_counts(y, y, y, torch.ones(2, dtype=torch.bool))
+    with pytest.raises(LnlabError, match="no noisy samples"):
+        shares_from_counts({"n_noisy": 0, "n_mem": 0, "n_rec": 0, "n_rand": 0})
+
+
+def _npz(tmp_path, n_train=40, n_test=1, dim=16, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=rng.normal(size=(n_train, dim)).astype(np.float32),
+             y_train=rng.integers(0, classes, n_train),
+             x_test=rng.normal(size=(n_test, dim)).astype(np.float32),
+             y_test=np.array([0] * n_test))
+    return str(path)
+
+
+def _protocol(tmp_path, ln="post", arms=("all",), epochs=3, **kw):
+    data = _npz(tmp_path)
+    cfg = TrainConfig(model=TINY.format(ln=ln), data=data, noise=0.1, epochs=epochs,
+                      batch_size=10, lr=1e-2, checkpoint_every=0, seed=3)
+    from lnlab.data import load_dataset
+
+    info = load_dataset(data).info
+    calls = []
+
+    def mk():
+        calls.append(1)
+        return make_model(cfg, info)
+
+    res = run_protocol(mk, cfg, arms=arms, max_epochs=epochs, **kw)
+    return cfg, res, calls
+
+
+def test_protocol_shares_sum_to_one_on_the_noisy_set(tmp_path):
+    _, res, calls = _protocol(tmp_path, arms=("all", "early"), epochs=2, final_grads=False)
+    assert len(calls) == 1  # one initialization, copied into every arm
+    assert set(res.arms) == {"intact", "all", "early"}
+    for arm in res.arms.values():
+        for e in arm.epochs:
+            n = e["n_noisy"]
+            assert n == 4  # round(0.1 * 40)
+            assert e["n_mem"] + e["n_rec"] + e["n_rand"] == n
+            assert (Fraction(e["n_mem"], n) + Fraction(e["n_rec"], n)
+                    + Fraction(e["n_rand"], n)) == 1
+            # the trainer's float shares are these counts over n
+            assert e["mem"] == e["n_mem"] / n and e["rec"] == e["n_rec"] / n
+    assert res.arms["early"].removed == ["blocks.0.norm1", "blocks.0.norm2"]
+    assert res.arms["all"].params_removed == 2 * 6 * 8
+    assert res.arms["intact"].params_removed == 0
+    # removed arms train exactly as many epochs as the intact one ran
+    assert [e["epoch"] for e in res.arms["all"].epochs] == \
+        [e["epoch"] for e in res.arms["intact"].epochs]
+    merged = res.epochs()
+    assert {"intact/test_acc", "all/mem", "early/n_rec"} <= set(merged[-1])
+
+
+def test_removed_arm_starts_from_the_same_initialization(tmp_path):
+    # lnlab LNs start at (1, 0), so stripping them changes nothing at step 0: with lr → 0
+    # the intact and removed models stay the same function.
+    data = _npz(tmp_path)
+    cfg = TrainConfig(model=TINY.format(ln="pre"), data=data, noise=0.1, epochs=1,
+                      batch_size=10, lr=1e-12, checkpoint_every=0, seed=5)
+    from lnlab.data import load_dataset
+
+    info = load_dataset(data).info
+    res = run_protocol(lambda: make_model(cfg, info), cfg, arms=("all",), final_grads=False)
+    a, b = res.arms["intact"].epochs[-1], res.arms["all"].epochs[-1]
+    assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
+    xa = res.arms["intact"].model(info_x := load_dataset(data).x_test)
+    xb = res.arms["all"].model(info_x)
+    torch.testing.assert_close(xa, xb, rtol=1e-5, atol=1e-6)
+
+
+def _hand_grad_norm(model, x, y):
+    """‖∂L/∂z‖ at blocks.0.norm1's input for a Post-LN lnlab model, by a manual forward."""
+    model.eval()
+    h = model.embed(x)
+    blk = model.blocks[0]
+    z = h + blk.attn(h)
+    z.retain_grad()
+    h = blk.norm1(z)
+    h = blk.norm2(h + blk.mlp(h))
+    for b in model.blocks[1:]:
+        h = b(h)
+    logits = model.head(h[:, 0] if model.pool == "cls" else h.mean(1))
+    F.cross_entropy(logits, y).backward()
+    return float(z.grad.double().norm())
+
+
+def test_final_gradient_norms_match_a_hand_computation_on_one_sample(tmp_path):
+    # one test sample (learning) and one noisy sample (memorization): the means are single
+    # per-sample norms, so they must equal the manual ones. Cf. tests/test_gradients.py.
+    data = _npz(tmp_path, n_train=10, n_test=1)
+    cfg = TrainConfig(model=TINY.format(ln="post"), data=data, noise=0.1, epochs=2,
+                      batch_size=5, lr=1e-2, checkpoint_every=0, seed=1)
+    from lnlab.data import load_dataset
+    from lnlab.train import make_labels
+
+    ds = load_dataset(data)
+    res = run_protocol(lambda: make_model(cfg, ds.info), cfg, arms=("all",), max_epochs=2)
+    labels = make_labels(cfg, ds)
+    i = int(labels.mask.nonzero()[0, 0])
+    for arm in ("intact", "all"):
+        m = res.arms[arm].model
+        s = res.arms[arm].summary
+        learn = _hand_grad_norm(m, ds.x_test[:1], ds.y_test[:1])
+        mem = _hand_grad_norm(m, ds.x_train[i:i + 1], labels.labels[i:i + 1])
+        assert s["gradfinal/learn_total/blocks.0.norm1"] == pytest.approx(learn, rel=1e-5)
+        assert s["gradfinal/mem_total/blocks.0.norm1"] == pytest.approx(mem, rel=1e-5)
+        # Post-LN: the LN input feeds only the LN, so branch == total
+        assert s["gradfinal/learn_branch/blocks.0.norm1"] == pytest.approx(learn, rel=1e-5)
+
+
+def test_protocol_rejects_bad_input(tmp_path):
+    cfg = TrainConfig(model=TINY.format(ln="pre"), data=_npz(tmp_path), noise=0.0)
+    with pytest.raises(LnlabError, match="label noise"):
+        run_protocol(lambda: None, cfg)
+    cfg.noise = 0.1
+    with pytest.raises(LnlabError, match="unknown removal arm 'first'"):
+        run_protocol(lambda: None, cfg, arms=("first",))
+
+
+# --------------------------------------------------------------------------- HF wrapper
+
+
+@pytest.mark.parametrize("arch,placement", [("bert", "post"), ("gpt2", "pre"),
+                                            ("gpt_neo", "pre")])
+def test_hf_classifier_maps_ids_to_logits_and_ignores_padding(arch, placement):
+    from lnlab.surgery import find_norms, norm_placement
+
+    torch.manual_seed(0)
+    m = build_hf_classifier(arch, num_classes=3, vocab_size=20, length=10, layers=3, dim=16)
+    m.eval()
+    x = torch.randint(1, 20, (4, 10))
+    assert m(x).shape == (4, 3)
+    assert norm_placement(m).kind == placement == hf_placement(arch)
+    groups = {s.group for s in find_norms(m)}
+    assert {"early", "middle", "later"} <= groups
+    if arch == "bert":  # bidirectional: padding at the end must not change the CLS logits
+        xp = torch.cat([x[:, :6], torch.zeros(4, 4, dtype=torch.long)], 1)
+        torch.testing.assert_close(m(xp), m(x[:, :6]), rtol=1e-4, atol=1e-5)
+
+
+def test_hf_spec_parsing_and_errors():
+    assert parse_hf_model("hf:bert") == ("bert", {"layers": 3, "dim": 32, "heads": 4,
+                                                  "dropout": 0.0})
+    assert parse_hf_model("hf:GPT-Neo:layers=6,dim=64")[0] == "gpt_neo"
+    for bad, msg in [("bert", "not a Hugging Face"), ("hf:bert:depth=2", "bad option"),
+                     ("hf:bert:layers=x", "must be a number"), ("hf:", "name an arch")]:
+        with pytest.raises(LnlabError, match=msg):
+            parse_hf_model(bad)
+
+
+def test_hf_init_loads_a_local_checkpoint(tmp_path):
+    from lnlab.models.hf_classifier import save_hf_classifier
+
+    torch.manual_seed(0)
+    m = build_hf_classifier("bert", num_classes=2, vocab_size=20, length=8, dim=16)
+    save_hf_classifier(m, tmp_path / "ckpt")
+    m2 = build_hf_classifier("ignored", num_classes=2, vocab_size=20, length=8,
+                             init=tmp_path / "ckpt")
+    x = torch.randint(1, 20, (2, 8))
+    torch.testing.assert_close(m.eval()(x), m2.eval()(x))
+    with pytest.raises(LnlabError, match="vocabulary of 20"):
+        build_hf_classifier("bert", num_classes=2, vocab_size=50, length=8,
+                            init=tmp_path / "ckpt")
+    with pytest.raises(LnlabError, match=r"no config\.json"):
+        build_hf_classifier("bert", num_classes=2, vocab_size=5, length=8, init=tmp_path)
+
+
+# --------------------------------------------------------------------------- sweep / claims
+
+
+def test_sweeps_build_and_are_valid():
+    exp = get_experiment("memorization")
+    quick, seeds = exp.configs("quick")
+    assert seeds == [0, 1, 2] and len(quick) == 18
+    assert {c["setting"] for c in quick} == {"mnist1d", "tokens-hf", "mnist1d-ft"}
+    assert {c["regime"] for c in quick} == {"scratch", "finetune"}
+    from lnlab.data import load_dataset
+
+    for c in quick:  # ≥ 100 noisy samples everywhere
+        n = len(load_dataset(c["train"]["data"]).y_train)
+        assert round(c["noise"] * n) >= 100
+    full, _ = exp.configs("full")
+    assert len(full) == 3 * (2 + 2 + 3 + 2) * 3  # noise rates × models × seeds
+
+
+def test_user_options_and_errors(tmp_path):
+    exp = get_experiment("memorization")
+    cfgs, _ = exp.configs("quick", 1, {"model": "hf:bert,hf:gpt2", "data": "tokens:n=200"})
+    assert [(c["family"], c["regime"], c["arms"]) for c in cfgs] == [
+        ("post", "scratch", ["all"]), ("pre", "scratch", ["all"])]
+    with pytest.raises(LnlabError, match="needs token data"):
+        exp.configs("quick", 1, {"model": "hf:bert", "data": "digits"})
+    with pytest.raises(LnlabError, match=r"no config\.json"):
+        exp.configs("quick", 1, {"model": "hf:bert", "init": str(tmp_path)})
+    with pytest.raises(LnlabError, match="unknown arm"):
+        exp.configs("quick", 1, {"data": "digits", "arms": "all,top"})
+    with pytest.raises(LnlabError, match="noise must be below 1"):
+        exp.configs("quick", 1, {"noise": "1.5"})
+
+
+def _run(setting, fam, seed, **s):
+    cfg = {"setting": setting, "regime": "scratch", "family": fam, "model": "m",
+           "arms": ["all", "early", "middle", "later"], "train": {"seed": seed}}
+    return Run(f"{setting}{fam}{seed}", cfg, "finished", s, [])
+
+
+def _summ(acc, mem, rec, gap=0.0, n=100):
+    return {"final_test_acc": acc, "final_n_noisy": n, "final_n_mem": mem, "final_n_rec": rec,
+            "final_n_rand": n - mem - rec, "final_gap": gap, "final_train_acc": 1.0}
+
+
+def _fake(pre_drop=8.0, post_drop=0.0, post_mem=25, post_rec=65, pre_rec=15):
+    runs = []
+    for seed in range(3):
+        for fam in ("pre", "post"):
+            s = {}
+            drop = pre_drop if fam == "pre" else post_drop
+            arms = {"intact": _summ(0.90, 100, 0, 0.10),
+                    "all": _summ(0.90 - drop / 100, post_mem if fam == "post" else 60,
+                                 post_rec if fam == "post" else pre_rec,
+                                 0.10 + (0.05 if fam == "pre" else -0.01)),
+                    "early": _summ(0.80 if fam == "pre" else 0.9, 20, 70, 0.2),
+                    "middle": _summ(0.85, 40, 50, 0.15), "later": _summ(0.88, 60, 30, 0.12)}
+            for arm, d in arms.items():
+                s.update({f"{arm}/{k}": v for k, v in d.items()})
+            # gradients: learn > mem, decaying with depth, larger ratio for pre
+            for i, site in enumerate(["blocks.0.norm1", "blocks.0.norm2", "blocks.1.norm1",
+                                      "blocks.1.norm2", "blocks.2.norm1", "blocks.2.norm2"]):
+                learn = 10.0 / (i + 1) ** (2 if fam == "pre" else 1)
+                ratio = 20.0 if fam == "pre" else 4.0
+                for part in ("total", "branch"):
+                    s[f"intact/gradfinal/learn_{part}/{site}"] = learn
+                    s[f"intact/gradfinal/mem_{part}/{site}"] = learn / ratio
+            runs.append(_run("mnist1d", fam, seed, **s))
+    return Results(runs, "memorization", "quick", [0, 1, 2])
+
+
+def test_analysis_and_verdicts_on_known_numbers(tmp_path):
+    res = _fake()
+    ms = mz.analyze(res)
+    assert dict(ms["mnist1d: Δtest_acc[pre, all − intact]"].values) == pytest.approx(
+        {0: -8.0, 1: -8.0, 2: -8.0})
+    assert ms["mnist1d: rec − mem [post, all] (points)"].mean == pytest.approx(40.0)
+    assert ms["mnist1d: min over LNs and models of learn/mem (total)"].mean == \
+        pytest.approx(4.0)
+    assert ms["mnist1d: geometric mean over block LNs of ratio[pre]/ratio[post]"].mean == \
+        pytest.approx(5.0)
+    assert ms["mnist1d: Spearman ρ(depth, learn norm) [post]"].mean == pytest.approx(-1.0)
+    assert ms["mnist1d: mem[post, early] − min(middle, later)"].mean == pytest.approx(-20.0)
+    assert ms["max |mem + rec + rand − 1| over models"].mean == 0.0
+    v = {c.id: evaluate(c, ms).verdict for c in mz.CLAIMS if c.id.endswith(".mnist1d")}
+    assert v["sk.1.mnist1d"] == v["sk.2.mnist1d"] == v["sk.3.mnist1d"] == "supported"
+    assert v["sk.4.mnist1d"] == v["sk.8.mnist1d"] == v["sk.9.mnist1d"] == "supported"
+    assert v["sk.6.mnist1d"] == v["sk.7.mnist1d"] == v["sk.7b.mnist1d"] == "supported"
+    assert v["sk.10pre.mnist1d"] == v["sk.10c.mnist1d"] == "supported"
+    assert v["sk.5pre.mnist1d"] == v["sk.5post.mnist1d"] == "supported"
+    # the mirror image is contradicted: Post-LN loses accuracy, memorizes, recovers nothing
+    bad = mz.analyze(_fake(pre_drop=0.0, post_drop=8.0, post_mem=90, post_rec=5, pre_rec=40))
+    vb = {c.id: evaluate(c, bad).verdict for c in mz.CLAIMS if c.id.endswith(".mnist1d")}
+    assert vb["sk.1.mnist1d"] == vb["sk.3.mnist1d"] == vb["sk.2b.mnist1d"] == "contradicted"
+    assert vb["sk.3b.mnist1d"] == vb["sk.4.mnist1d"] == "contradicted"
+
+
+@pytest.mark.slow
+def test_figures_and_table(tmp_path):
+    res = _fake()
+    paths = mz.figures(res, tmp_path)
+    assert [p.name for p in paths] == [
+        "memorization_test_accuracy.png", "memorization_shares.png",
+        "memorization_curves.png", "memorization_groups.png", "memorization_gradients.png"]
+    header, rows = mz.table(res)
+    assert header[4] == "arm" and len(rows) == 2 * 5
+    # a user run with two Pre-LN models: one panel per model, no per-seed clash
+    user = [Run(f"u{m}{sd}", {**r.config, "setting": "user", "model": m, "arms": ["all"]},
+                "finished", r.summary, [])
+            for m in ("hf:gpt2", "hf:gpt_neo") for sd, r in enumerate(res.runs[:1] * 2)]
+    user = [Run(u.key, {**u.config, "train": {"seed": i % 2}}, u.status, u.summary, [])
+            for i, u in enumerate(user)]
+    paths = mz.figures(Results(user), tmp_path / "user")
+    assert len(paths) == 4  # no early/middle/later panel without those arms
+
+
+def test_spearman_reference():
+    from scipy.stats import spearmanr  # scikit-learn depends on scipy
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x = rng.normal(size=7).round(1).tolist()
+        y = rng.normal(size=7).round(1).tolist()
+        assert mz._spearman(x, y) == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
+    assert math.isnan(mz._spearman([1.0, 2.0], [2.0, 1.0]))
+
+
+# --------------------------------------------------------------------------- CLI / end to end
+
+
+def test_cli_model_flag_is_an_experiment_option(tmp_path, capsys):
+    from lnlab.cli import main
+
+    rc = main(["run", "baselines", "--model", "hf:bert", "--out", str(tmp_path / "o")])
+    assert rc == 2 and "has no option 'model'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_cli_runs_on_a_user_hf_dataset_dir(tmp_path):
+    import datasets
+
+    from lnlab.cli import app
+
+    rng = np.random.default_rng(0)
+    words = ["good", "bad", "fine", "awful", "nice", "poor", "the", "a", "is", "day"]
+    texts = [" ".join(rng.choice(words, 6)) for _ in range(60)]
+    labels = [int(("good" in t) or ("nice" in t)) for t in texts]
+    d = datasets.Dataset.from_dict({"text": texts, "label": labels})
+    d.save_to_disk(str(tmp_path / "hf"))
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["run", "memorization", "--model", "hf:bert:dim=16",
+                                 "--data", str(tmp_path / "hf"), "--seeds", "1",
+                                 "--workers", "1", "-o", "epochs=2", "-o", "noise=0.1",
+                                 "--out", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "1 finished" in r.output
+    md = (out / "report.md").read_text()
+    assert "| user | scratch | post | hf:bert:dim=16 | all |" in md
+
+
+@pytest.mark.slow
+def test_tiny_sweep_end_to_end(tmp_path):
+    from lnlab.experiments import run_experiment
+
+    res = run_experiment("memorization", tmp_path, options={"tiny": "1"}, seeds=1,
+                         workers=1, progress=False)
+    assert res.finished == 6 and res.failed == 0
+
+
+def test_gradient_growth_measure():
+    runs = []
+    for seed in range(3):
+        for fam, (a, b) in {"pre": (1.0, 4.0), "post": (2.0, 2.0)}.items():
+            ep = [{"epoch": e, "intact/grad/learn_total/blocks.0.norm1": a + (b - a) * e / 30,
+                   "intact/grad/learn_total/blocks.1.norm1": 9.0} for e in (10, 20, 30)]
+            r = _run("mnist1d", fam, seed)
+            runs.append(Run(r.key, r.config, "finished", {}, [{"epoch": 5}, *ep]))
+    m = mz._growth(Results(runs))
+    # pre: 4 / (1 + 3/3) = 2; post: 1 → geometric mean √2
+    assert m.mean == pytest.approx(math.sqrt(2.0)) and m.n == 3
