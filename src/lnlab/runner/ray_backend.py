@@ -123,9 +123,10 @@ class RayBackend(Backend):
     """Runs each task as a Ray task; see the module docstring.
 
     ``address=None`` starts a private local Ray instance (``workers`` CPUs, default all cores,
-    node address 127.0.0.1, no dashboard, no usage stats) and shuts it down on ``close``. ``address="auto"`` or
-    ``"HOST:PORT"`` joins a running cluster and leaves it running. If Ray is already
-    initialized in this process (a notebook, a test fixture), that session is used as is.
+    node address 127.0.0.1, no dashboard, no usage stats) and shuts it down on ``close``.
+    ``address="auto"`` or ``"HOST:PORT"`` joins a running cluster and leaves it running.
+    If Ray is already initialized in this process (a notebook, a test fixture), that
+    session is used as is.
     """
 
     where = "the Ray cluster"
