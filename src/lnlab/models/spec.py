@@ -21,6 +21,7 @@ from typing import Any
 
 from lnlab.errors import LnlabError
 from lnlab.norms import NormSpec, parse_spec
+from lnlab.norms.registry import parse_bool
 
 __all__ = [
     "ModelInfo",
@@ -32,20 +33,11 @@ __all__ = [
 ]
 
 
-def _bool(v: str) -> bool:
-    s = v.strip().lower()
-    if s in ("1", "true", "yes", "on"):
-        return True
-    if s in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected true or false, got {v!r}")
-
-
 def _auto_bool(v: str) -> str:
     s = v.strip().lower()
     if s == "auto":
         return "auto"
-    return "true" if _bool(s) else "false"
+    return "true" if parse_bool(s) else "false"
 
 
 def _pos_int(v: str) -> int:
@@ -131,17 +123,17 @@ _MODELS: dict[str, ModelInfo] = {
             _NORM,
             ModelOption("residual", str, "none", "where the norm sits",
                         ("none", "pre", "post", "branch")),
-            ModelOption("final_norm", _bool, False, "a norm before the readout"),
+            ModelOption("final_norm", parse_bool, False, "a norm before the readout"),
             ModelOption("act", str, "relu", "activation", _ACTS),
             ModelOption("mlp_ratio", _pos_float, 1.0,
                         "hidden width of a residual branch F, as a multiple of width"),
-            ModelOption("bias", _bool, True, "biases in the Linear layers"),
+            ModelOption("bias", parse_bool, True, "biases in the Linear layers"),
         )),
         ModelInfo("lnnet", "LN-Net (Ni et al. 2024): Linear and norm alternating, no activation", (
             ModelOption("depth", _pos_int, 6, "number of Linear->Norm layers"),
             ModelOption("width", _pos_int, 3, "width of every layer"),
             _NORM,
-            ModelOption("bias", _bool, True, "biases in the Linear layers"),
+            ModelOption("bias", parse_bool, True, "biases in the Linear layers"),
         )),
         ModelInfo("transformer", "Transformer encoder classifier (tokens or ViT-style patches)", (
             ModelOption("layers", _pos_int, 6, "number of blocks"),
@@ -157,9 +149,9 @@ _MODELS: dict[str, ModelInfo] = {
             ModelOption("final_norm", _auto_bool, "auto",
                         "norm before the head: auto = yes for ln=pre, no for ln=post",
                         ("auto", "true", "false")),
-            ModelOption("embed_norm", _bool, False, "norm after the embedding (BERT style)"),
+            ModelOption("embed_norm", parse_bool, False, "norm after the embedding (BERT style)"),
             ModelOption("act", str, "gelu", "FFN activation", _ACTS),
-            ModelOption("causal", _bool, False,
+            ModelOption("causal", parse_bool, False,
                         "causal attention and per-position logits (a language model)"),
         )),
         ModelInfo("cnn", "small CNN; its norm acts over channels at each position", (
@@ -168,7 +160,7 @@ _MODELS: dict[str, ModelInfo] = {
             _NORM,
             ModelOption("kernel", _pos_int, 3, "kernel size (odd)"),
             ModelOption("act", str, "relu", "activation", _ACTS),
-            ModelOption("downsample", _bool, True,
+            ModelOption("downsample", parse_bool, True,
                         "max-pool by 2 after each block while the size allows"),
         )),
     )

@@ -33,7 +33,8 @@ def _as_shape(normalized_shape: int | Sequence[int]) -> tuple[int, ...]:
 
 
 class _AffineNorm(nn.Module):
-    """Shared parameter handling: optional per-feature gain (1) and bias (0)."""
+    """Shared parameter handling: optional per-feature gain (1) and bias (0), and ``impl``
+    ("auto" | "kernel" | "composite", see ``lnlab.norms.functional.normalize``)."""
 
     def __init__(
         self,
@@ -43,8 +44,10 @@ class _AffineNorm(nn.Module):
         bias: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        impl: str = "auto",
     ) -> None:
         super().__init__()
+        self.impl = impl
         self.normalized_shape = _as_shape(normalized_shape)
         self.eps = float(eps)
         self.elementwise_affine = bool(elementwise_affine)
@@ -76,19 +79,6 @@ class LayerNorm(_AffineNorm):
     ``impl="auto"`` computes it with the native ``F.layer_norm``; "kernel" / "composite" use
     lnlab's fused kernel or plain autograd code (for cross-checks).
     """
-
-    def __init__(
-        self,
-        normalized_shape: int | Sequence[int],
-        eps: float = 1e-5,
-        elementwise_affine: bool = True,
-        bias: bool = True,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-        impl: str = "auto",
-    ) -> None:
-        self.impl = impl
-        super().__init__(normalized_shape, eps, elementwise_affine, bias, device, dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.impl == "auto":
@@ -136,8 +126,7 @@ class DetachNorm(_AffineNorm):
         if detach not in ("both", "mean", "std"):
             raise ValueError(f"detach must be one of 'both', 'mean', 'std', got {detach!r}")
         self.detach = detach
-        self.impl = impl
-        super().__init__(normalized_shape, eps, elementwise_affine, bias, device, dtype)
+        super().__init__(normalized_shape, eps, elementwise_affine, bias, device, dtype, impl)
 
     def forward(self, x: Tensor) -> Tensor:
         return LF.detach_norm(
@@ -175,8 +164,7 @@ class AdaNorm(_AffineNorm):
             )
         self.C = float(C)
         self.k = float(k)
-        self.impl = impl
-        super().__init__(normalized_shape, eps, False, False, device, dtype)
+        super().__init__(normalized_shape, eps, False, False, device, dtype, impl)
 
     def forward(self, x: Tensor) -> Tensor:
         return LF.ada_norm(x, self.normalized_shape, self.C, self.k, self.eps, impl=self.impl)
@@ -204,8 +192,7 @@ class GroupLayerNorm(_AffineNorm):
         if groups < 1 or n % groups:
             raise ValueError(f"groups={groups} does not divide the feature size {n}")
         self.groups = int(groups)
-        self.impl = impl
-        super().__init__(normalized_shape, eps, elementwise_affine, bias, device, dtype)
+        super().__init__(normalized_shape, eps, elementwise_affine, bias, device, dtype, impl)
 
     def forward(self, x: Tensor) -> Tensor:
         return LF.group_layer_norm(
@@ -229,8 +216,7 @@ class RMSNorm(_AffineNorm):
         dtype: torch.dtype | None = None,
         impl: str = "auto",
     ) -> None:
-        self.impl = impl
-        super().__init__(normalized_shape, eps, elementwise_affine, bias, device, dtype)
+        super().__init__(normalized_shape, eps, elementwise_affine, bias, device, dtype, impl)
 
     def forward(self, x: Tensor) -> Tensor:
         return LF.normalize(

@@ -24,10 +24,19 @@ from lnlab.norms.modules import (
     RMSNorm,
 )
 
-__all__ = ["NormInfo", "NormSpec", "available", "describe", "make_norm", "parse_spec"]
+__all__ = [
+    "NormInfo",
+    "NormSpec",
+    "available",
+    "describe",
+    "make_norm",
+    "parse_bool",
+    "parse_spec",
+]
 
 
-def _bool(v: str) -> bool:
+def parse_bool(v: str) -> bool:
+    """A spec option's boolean: true/false, yes/no, on/off, 1/0 (any case)."""
     s = v.strip().lower()
     if s in ("1", "true", "yes", "on"):
         return True
@@ -64,8 +73,8 @@ def _nonneg(v: float) -> bool:
 
 _EPS = Option("eps", float, 1e-5, "added to the variance inside the square root",
               check=_nonneg, check_msg="must be a finite number >= 0")
-_AFFINE = Option("affine", _bool, True, "learn a per-feature gain (and bias)")
-_BIAS = Option("bias", _bool, True, "learn a per-feature bias (with affine)")
+_AFFINE = Option("affine", parse_bool, True, "learn a per-feature gain (and bias)")
+_BIAS = Option("bias", parse_bool, True, "learn a per-feature bias (with affine)")
 
 _REGISTRY: dict[str, NormInfo] = {
     info.name: info
@@ -79,7 +88,7 @@ _REGISTRY: dict[str, NormInfo] = {
                  (Option("detach", str, "both", "which statistic is detached",
                          ("both", "mean", "std")),
                   _EPS,
-                  Option("affine", _bool, False, "add a per-feature gain and bias"))),
+                  Option("affine", parse_bool, False, "add a per-feature gain and bias"))),
         NormInfo("adanorm", AdaNorm, "C * (1 - k*y) * y, y = (x - mean)/std, factor detached",
                  "Xu et al. 2019",
                  (Option("C", float, 1.0, "scale of the adaptive factor",
@@ -95,7 +104,7 @@ _REGISTRY: dict[str, NormInfo] = {
         NormInfo("rmsnorm", RMSNorm, "g * x / sqrt(mean(x^2) + eps)", "Zhang & Sennrich 2019",
                  (Option("eps", float, 1e-6, "added to the mean square", check=_nonneg,
                          check_msg="must be a finite number >= 0"), _AFFINE,
-                  Option("bias", _bool, False, "learn a per-feature bias (with affine)"))),
+                  Option("bias", parse_bool, False, "learn a per-feature bias (with affine)"))),
         NormInfo("none", NoNorm, "x (identity)", "no-normalization baseline", ()),
     )
 }
