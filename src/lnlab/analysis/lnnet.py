@@ -18,7 +18,7 @@ Two merge strategies are implemented:
   (o at infinity: a fold of the circle about the pair's bisector), then put the projections
   on the line {t E1 + h E2}, h = 0.4, which LN bends onto a half circle. Every fold squashes
   the points near its axis quadratically, and the squashing compounds: in float64 it starts
-  to fail from a few tens of points (see ``docs/readme/lnnet.md`` for the measured limit).
+  to fail from a few tens of points (see the README's LN-Net section for the measured limit).
 * ``"project"`` (default) — a central projection (*) from a *finite* point o just beyond u_i
   on the chord to u_j, followed by a stretch M that brings the cone of output directions back
   to a fixed span. The pair, the side and the distance of o are chosen by an exhaustive

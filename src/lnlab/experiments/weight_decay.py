@@ -93,7 +93,7 @@ HEADLINE_METRIC = "final_test_acc"
 
 NOTES = "research notes xu_adanorm_and_weight_decay.md §7"
 BLOG = "Dar 2023, 'Weight decay is useless without residual connections' (blog)"
-AUDIT = "lnlab audit (docs/readme/audit.md): corrections to the notes' table"
+AUDIT = "lnlab audit (README, audit section): corrections to the notes' table"
 NORM = "layernorm_simple"
 ARCHS: dict[str, str] = {  # name → MLP options after depth/width
     "none": "norm=none",
