@@ -54,7 +54,7 @@ from lnlab.experiments.claims import (
     Threshold,
     WithinTolerance,
 )
-from lnlab.experiments.framework import Results, Run, fmt_mean_std
+from lnlab.experiments.framework import Results, Run, fmt_mean_std, spearman
 
 NAME = "capacity"
 DESCRIPTION = ("Ni et al.: LN-Nets (Linear + LayerNorm, no activation) fit random labels "
@@ -422,29 +422,6 @@ def _acc_pct(key: str) -> Any:
 
 def _by_seed(results: Results, metric: Any, **where: Any) -> dict[int, float]:
     return dict(results.per_seed(metric, **where).values)
-
-
-def spearman(xs: list[float], ys: list[float]) -> float:
-    """Spearman rank correlation (average ranks for ties); NaN if either side is constant."""
-    def ranks(v: list[float]) -> list[float]:
-        order = sorted(range(len(v)), key=lambda i: v[i])
-        r = [0.0] * len(v)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                r[order[k]] = (i + j) / 2.0
-            i = j + 1
-        return r
-
-    rx, ry = ranks(xs), ranks(ys)
-    mx, my = statistics.fmean(rx), statistics.fmean(ry)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
-    sx = math.sqrt(sum((a - mx) ** 2 for a in rx))
-    sy = math.sqrt(sum((b - my) ** 2 for b in ry))
-    return sxy / (sx * sy) if sx > 0 and sy > 0 else math.nan
 
 
 def fit_table(results: Results, dataset: str) -> dict[str, dict[int, float]]:

@@ -40,6 +40,7 @@ __all__ = [
     "SCALES",
     "Experiment",
     "Results",
+    "spearman",
     "train_run",
 ]
 
@@ -336,3 +337,30 @@ def train_output(result: Any, run_dir: Path) -> dict[str, Any]:
             "epochs": [dict(e) for e in result.epochs],
             "artifacts": {p.stem: p.name for p in files}}
 
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float], *, min_n: int = 2) -> float:
+    """Spearman rank correlation (average ranks for ties) for the trend claims; NaN with
+    fewer than ``min_n`` points or when either side is constant."""
+    if len(xs) < min_n:
+        return math.nan
+
+    def ranks(v: Sequence[float]) -> list[float]:
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2.0
+            i = j + 1
+        return r
+
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    sx = math.sqrt(sum((a - mx) ** 2 for a in rx))
+    sy = math.sqrt(sum((b - my) ** 2 for b in ry))
+    return sxy / (sx * sy) if sx > 0 and sy > 0 else math.nan

@@ -50,7 +50,7 @@ from lnlab.experiments.claims import (
     Separated,
     Threshold,
 )
-from lnlab.experiments.framework import Results, Run, fmt_mean_std
+from lnlab.experiments.framework import Results, Run, fmt_mean_std, spearman
 
 NAME = "memorization"
 DESCRIPTION = ("Singhal & Kim: removing LayerNorm's affine parameters hurts learning in "
@@ -432,25 +432,8 @@ def _block_sites(r: Run, kind: str) -> list[tuple[str, float]]:
 
 
 def _spearman(xs: list[float], ys: list[float]) -> float:
-    def ranks(v: list[float]) -> list[float]:
-        order = sorted(range(len(v)), key=lambda i: v[i])
-        out = [0.0] * len(v)
-        i = 0
-        while i < len(v):
-            j = i
-            while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                out[order[k]] = (i + j) / 2
-            i = j + 1
-        return out
-    if len(xs) < 3:
-        return math.nan
-    rx, ry = ranks(xs), ranks(ys)
-    mx, my = statistics.fmean(rx), statistics.fmean(ry)
-    num = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
-    den = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
-    return num / den if den else math.nan
+    """Rank correlation of a depth trend; NaN below 3 points (too few to call a trend)."""
+    return spearman(xs, ys, min_n=3)
 
 
 def _min_ratio(r: Run) -> float:
