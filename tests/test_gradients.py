@@ -30,13 +30,7 @@ from lnlab.errors import LnlabError
 from lnlab.models import MLP, Transformer
 from lnlab.surgery import find_norms
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _transformer(ln: str, seed: int = 0, norm: str = "layernorm") -> Transformer:

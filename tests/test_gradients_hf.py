@@ -16,13 +16,7 @@ from lnlab.models.hf import build_hf
 from lnlab.surgery import find_norms
 from test_gradients import _randomize_gains, _reference
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(arch: str):

@@ -19,14 +19,7 @@ from lnlab.models import (
     unescape_norm,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one thread is faster, and far faster on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ln_ref(x: torch.Tensor, g=None, b=None, eps=1e-5, groups: int = 1) -> torch.Tensor:

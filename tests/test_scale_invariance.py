@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -30,13 +30,7 @@ from lnlab.errors import LnlabError
 D_IN, W, K = 10, 12, 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny float64 models: one intra-op thread avoids OpenMP contention on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _ln(width: int, affine: bool) -> nn.LayerNorm:
@@ -234,6 +228,7 @@ def test_lnlab_models_match_the_table(arch):
 @settings(max_examples=25, deadline=None)
 @given(c=st.floats(0.1, 10.0), layer=st.integers(0, 2), seed=st.integers(0, 1000))
 def test_b1_hidden_layer_rescaling_exact(c, layer, seed):
+    assume(abs(c - 1.0) > 1e-6)  # c = 1 is no rescaling: the readout check needs c != 1
     m = _make("plain", seed=seed)
     x = _x(seed)
     scales = {f"fcs.{layer}.weight": c, f"fcs.{layer}.bias": c}
