@@ -22,7 +22,7 @@ from lnlab.analysis.lnnet import (
 )
 from lnlab.cli import main
 from lnlab.errors import LnlabError
-from lnlab.norms import LNLAB_NORM_TYPES
+from lnlab.norms import norm_form
 
 
 def _fit(X: np.ndarray, y: np.ndarray, **kw) -> tuple[int, float]:
@@ -72,7 +72,7 @@ def test_model_is_a_plain_lnlab_ln_net() -> None:
     assert isinstance(m, LNNet) and m.num_ln_layers == 9
     names = {n for n, _ in m.named_modules()}
     assert {"blocks.0.linear", "blocks.0.norm", "blocks.8.norm", "head"} <= names
-    assert all(isinstance(b.norm, LNLAB_NORM_TYPES) for b in m.blocks)
+    assert all(norm_form(b.norm).source == "lnlab" for b in m.blocks)
     assert m.blocks[0].linear.in_features == 3 and m.head.out_features == 3
     # no activation anywhere: only Linear and norm modules with parameters or none at all
     kinds = {type(mod).__name__ for mod in m.modules()}

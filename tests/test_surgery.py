@@ -214,7 +214,11 @@ class Outer(nn.Module):
 def test_recognition_rules():
     assert is_norm(nn.LayerNorm(4)) and is_norm(nn.RMSNorm(4)) and is_norm(AdaNorm(4))
     assert is_norm(ToyRMSNorm(4))
-    assert not is_norm(nn.GroupNorm(2, 4)) and not is_norm(nn.Linear(4, 4))
+    assert not is_norm(nn.Linear(4, 4))
+    # GroupNorm is a norm (the optimizer and the audit treat it so), but not a surgery site:
+    # it normalizes over channels, not each sample's trailing features.
+    assert is_norm(nn.GroupNorm(2, 4))
+    assert find_norms(nn.Sequential(nn.Linear(4, 4), nn.GroupNorm(2, 4))) == []
 
     class NotANormLayerNorm(nn.Module):  # named like a norm, but a container of layers
         def __init__(self):

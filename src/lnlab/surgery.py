@@ -4,10 +4,12 @@
 >>> print(strip_affine(model, "early"))             # Singhal & Kim's "LN removal", early blocks
 >>> print(swap_norms(model, "adanorm", "blocks"))   # Xu et al.'s variant in every block
 
-What counts as a norm: ``torch.nn.LayerNorm``/``RMSNorm`` (and subclasses), every lnlab norm
-class, and any class whose name ends in ``LayerNorm`` or ``RMSNorm`` and that holds a ``weight``
-tensor (Hugging Face's ``Qwen2RMSNorm``, ``LlamaRMSNorm``, ``T5LayerNorm``, ...). The search
-never descends into a norm.
+What counts as a norm is decided in one place, :func:`lnlab.norms.norm_form`: every class of the
+norm table, torch's norms, and any class whose name ends in ``LayerNorm`` or ``RMSNorm`` and that
+holds a ``weight`` tensor (Hugging Face's ``Qwen2RMSNorm``, ``LlamaRMSNorm``, ``T5LayerNorm``,
+...). Surgery's sites are the norms that act on each sample's trailing features (family
+``layer``, and lnlab's ``none`` placeholder); torch's channel norms (``GroupNorm``,
+``BatchNorm``) are norms but not sites. The search never descends into a site.
 
 Blocks come from the model's own numbering, not from counting: a site named
 ``encoder.layer.3.output.LayerNorm`` is in block 3 of the stack ``encoder.layer`` (an
@@ -29,8 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from lnlab.errors import LnlabError
-from lnlab.norms import LNLAB_NORM_TYPES, NormSpec, make_norm, parse_spec
-from lnlab.norms import modules as _lm
+from lnlab.norms import NormForm, NormSpec, is_norm, make_norm, norm_form, parse_spec
+from lnlab.norms.registry import explicit_options
 
 __all__ = [
     "GROUPS",
@@ -51,20 +53,6 @@ GROUPS = ("early", "middle", "later", "embedding", "final")
 """Site groups; ``where=`` also takes ``all`` and ``blocks`` (= early + middle + later)."""
 
 _WHERE = ("all", "blocks", *GROUPS)
-
-_LNLAB_KIND: dict[type, str] = {
-    _lm.LayerNormSimple: "layernorm_simple",
-    _lm.LayerNorm: "layernorm",
-    _lm.DetachNorm: "detachnorm",
-    _lm.AdaNorm: "adanorm",
-    _lm.GroupLayerNorm: "groupln",
-    _lm.RMSNorm: "rmsnorm",
-    _lm.NoNorm: "none",
-}
-
-# Hugging Face classes named "...LayerNorm" that are really RMS norms (no centering).
-_RMS_NAMED_LAYERNORM = ("T5LayerNorm", "Pix2StructLayerNorm", "Pop2PianoLayerNorm",
-                        "SwitchTransformersLayerNorm", "UdopLayerNorm")
 
 
 @dataclass
@@ -185,38 +173,10 @@ def _table(rows: Sequence[Sequence[Any]]) -> list[str]:
 
 # --------------------------------------------------------------------------- recognition
 
-def _classify(m: nn.Module) -> tuple[str, str, str] | None:
-    """(cls, kind, source) if ``m`` is a norm, else None."""
-    t = type(m)
-    if isinstance(m, LNLAB_NORM_TYPES):
-        kind = next(k for c, k in _LNLAB_KIND.items() if isinstance(m, c))
-        return f"lnlab.{t.__name__}", kind, "lnlab"
-    mod = t.__module__ or ""
-    source = ("torch" if mod.startswith("torch.") else
-              "hf" if mod.startswith("transformers") else "custom")
-    prefix = {"torch": "torch.nn", "hf": "transformers"}.get(source, mod)
-    if isinstance(m, nn.LayerNorm):
-        return f"{prefix}.{t.__name__}", "layernorm", source
-    if hasattr(nn, "RMSNorm") and isinstance(m, nn.RMSNorm):
-        return f"{prefix}.{t.__name__}", "rmsnorm", source
-    lname = t.__name__.lower()
-    if not (lname.endswith("layernorm") or lname.endswith("rmsnorm")):
-        return None
-    w = getattr(m, "weight", None)
-    if isinstance(w, Tensor):
-        if w.dim() < 1:
-            return None
-    elif not hasattr(m, "normalized_shape"):
-        return None
-    if any(True for c in m.children() for _p in c.parameters()):
-        return None  # a container that happens to be named like a norm
-    rms = "rms" in lname or any(t.__name__.endswith(n) for n in _RMS_NAMED_LAYERNORM)
-    return f"{prefix}.{t.__name__}", "rmsnorm" if rms else "layernorm", source
-
-
-def is_norm(module: nn.Module) -> bool:
-    """Whether surgery treats ``module`` as a norm site."""
-    return _classify(module) is not None
+def _site_form(m: nn.Module) -> NormForm | None:
+    """The norm form of ``m`` if surgery treats it as a site (module doc), else None."""
+    form = norm_form(m)
+    return form if form is not None and form.trailing else None
 
 
 def _shape(m: nn.Module) -> tuple[int, ...]:
@@ -231,11 +191,9 @@ def _shape(m: nn.Module) -> tuple[int, ...]:
 
 
 def _eps(m: nn.Module) -> float | None:
-    for attr in ("eps", "variance_epsilon", "epsilon"):
-        v = getattr(m, attr, None)
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            return float(v)
-    return None
+    form = norm_form(m)
+    v = getattr(m, form.eps_attr) if form is not None and form.eps_attr else None
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 def _is_param(m: nn.Module, name: str) -> bool:
@@ -248,7 +206,7 @@ def _walk(module: nn.Module, prefix: str, seen: set[int]) -> Iterator[tuple[str,
             continue
         seen.add(id(child))
         full = f"{prefix}.{name}" if prefix else name
-        if _classify(child) is not None:
+        if _site_form(child) is not None:
             yield full, child
         else:
             yield from _walk(child, full, seen)
@@ -394,7 +352,7 @@ def _trace(model: nn.Module, example: Any, norms: list[tuple[str, nn.Module]],
 
 def _collect(model: nn.Module, example_input: Any = None
              ) -> tuple[list[NormSite], _Trace | None, dict[tuple[str, int], nn.Module]]:
-    root = _classify(model) is not None
+    root = _site_form(model) is not None
     found = [("", model)] if root else list(_walk(model, "", {id(model)}))
     stacks = _find_stacks(model, [n for n, _ in found])
     by_stack: dict[str, set[int]] = {}
@@ -413,11 +371,12 @@ def _collect(model: nn.Module, example_input: Any = None
     sites: list[NormSite] = []
     for pos, k in enumerate(order):
         name, m = found[k]
-        cls, kind, source = _classify(m)  # type: ignore[misc]
+        form = _site_form(m)
+        assert form is not None
         st, idx = stacks.get(name, (None, None))
         sites.append(NormSite(
-            name=name, cls=cls, kind=kind, source=source, shape=_shape(m), eps=_eps(m),
-            has_gain=_is_param(m, "weight"), has_bias=_is_param(m, "bias"),
+            name=name, cls=form.cls, kind=form.kind, source=form.source, shape=_shape(m),
+            eps=_eps(m), has_gain=form.has_gain, has_bias=form.has_bias,
             block=idx, n_blocks=nblocks.get(st) if st is not None else None, stack=st,
             group=_third(idx, nblocks[st]) if st is not None else "", order=pos,
             called=(name in trace.order) if trace is not None else None, module=m,
@@ -485,7 +444,7 @@ def norm_placement(model: nn.Module, example_input: Any = None) -> Placement:
     block_sites = [s for s in sites if s.stack is not None]
     if not block_sites:
         return Placement("unknown", "no norms inside numbered blocks")
-    if any(_classify(m) is not None for m in blocks.values()):
+    if any(_site_form(m) is not None for m in blocks.values()):
         return Placement("unknown", "the norms are layers of a plain stack, not inside blocks")
     firsts = {getattr(m, "norm_first", None) for m in blocks.values()}
     if firsts in ({True}, {False}):
@@ -530,8 +489,8 @@ def select_sites(sites: Sequence[NormSite],
 
 
 def _describe(m: nn.Module) -> str:
-    c = _classify(m)
-    name = c[0] if c else type(m).__name__
+    form = norm_form(m)
+    name = form.cls if form is not None else type(m).__name__
     parts = ["x".join(map(str, _shape(m)))]
     eps = _eps(m)
     if eps is not None:
@@ -582,8 +541,10 @@ _NATIVE_FORWARDS = (nn.LayerNorm.forward, *((nn.RMSNorm.forward,) if hasattr(nn,
 def _strip_module(m: nn.Module, shape: tuple[int, ...], eps: float | None) -> tuple[int, str]:
     """Remove the trainable gain/bias of one norm; returns (#params removed, how)."""
     removed = sum(m._parameters[p].numel() for p in ("weight", "bias") if _is_param(m, p))
-    if isinstance(m, LNLAB_NORM_TYPES) or type(m).forward in _NATIVE_FORWARDS:
-        # These forwards accept weight=None/bias=None and then skip the affine step.
+    form = norm_form(m)
+    if (form is not None and form.source == "lnlab") or type(m).forward in _NATIVE_FORWARDS:
+        # These forwards (the norm table's classes too, by contract) accept weight=None and
+        # bias=None and then skip the affine step.
         for p in ("weight", "bias"):
             if _is_param(m, p):
                 setattr(m, p, None)
@@ -626,13 +587,6 @@ def strip_affine(model: nn.Module,
 
 # --------------------------------------------------------------------------- swap
 
-def _explicit_options(spec: str | NormSpec) -> set[str]:
-    if isinstance(spec, NormSpec):
-        return set(spec.options)
-    _, _, rest = spec.partition(":")
-    return {p.split("=", 1)[0].strip() for p in rest.split(",") if "=" in p}
-
-
 def _disable_fused_path(model: nn.Module, name: str) -> str:
     """torch's ``TransformerEncoderLayer`` has a fused inference path that reads ``norm1.weight``
     etc. directly and never calls the norm modules; after surgery it must be off. Its switch
@@ -659,13 +613,13 @@ def swap_norms(model: nn.Module, spec: str | NormSpec,
     eps; it sits on the old module's device and dtype and in its train/eval mode. With
     ``copy_affine`` the gain and bias are copied when both the old and the new module have them.
     """
-    if isinstance(model, LNLAB_NORM_TYPES) or _classify(model) is not None:
+    if _site_form(model) is not None:
         raise LnlabError("swap_norms needs a model that contains norms, not a norm itself")
     try:
         ns = parse_spec(spec)
     except ValueError as e:
         raise LnlabError(str(e)) from None
-    explicit = _explicit_options(spec)
+    explicit = explicit_options(spec)
     report = SurgeryReport(f"swap_norms({ns})")
     for s in select_sites(find_norms(model, example_input), where):
         old = s.module

@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from lnlab.norms import (
-    LNLAB_NORM_TYPES,
     AdaNorm,
     DetachNorm,
     GroupLayerNorm,
@@ -42,7 +41,7 @@ EXPECTED = {
 def test_available_lists_every_variant_of_the_issue() -> None:
     assert sorted(available()) == sorted(EXPECTED)
     assert [i.name for i in describe()] == available()
-    assert set(LNLAB_NORM_TYPES) == set(EXPECTED.values())
+    assert {i.cls for i in describe()} == set(EXPECTED.values())
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED) + sorted(_ALIASES))
@@ -61,14 +60,17 @@ def test_every_name_and_alias_builds_the_right_class(name: str) -> None:
 
 
 @pytest.mark.parametrize("spec,name,options", [
-    ("adanorm:C=2,k=0.25", "adanorm", {"C": 2.0, "k": 0.25, "eps": 1e-5}),
-    ("adanorm: k = 0.5 ", "adanorm", {"C": 1.0, "k": 0.5, "eps": 1e-5}),
-    ("groupln:groups=8", "groupln", {"groups": 8, "eps": 1e-5, "affine": True, "bias": True}),
-    ("detachnorm", "detachnorm", {"detach": "both", "eps": 1e-5, "affine": False}),
+    ("adanorm:C=2,k=0.25", "adanorm", {"C": 2.0, "k": 0.25, "eps": 1e-5, "impl": "auto"}),
+    ("adanorm: k = 0.5 ", "adanorm", {"C": 1.0, "k": 0.5, "eps": 1e-5, "impl": "auto"}),
+    ("groupln:groups=8", "groupln", {"groups": 8, "eps": 1e-5, "affine": True, "bias": True,
+                                     "impl": "auto"}),
+    ("detachnorm", "detachnorm", {"detach": "both", "eps": 1e-5, "affine": False, "impl": "auto"}),
     ("detachnorm:detach=std,affine=yes", "detachnorm",
-     {"detach": "std", "eps": 1e-5, "affine": True}),
-    ("layernorm:affine=0,eps=1e-6", "layernorm", {"eps": 1e-6, "affine": False, "bias": True}),
-    ("rmsnorm", "rmsnorm", {"eps": 1e-6, "affine": True, "bias": False}),
+     {"detach": "std", "eps": 1e-5, "affine": True, "impl": "auto"}),
+    ("layernorm:affine=0,eps=1e-6", "layernorm", {"eps": 1e-6, "affine": False, "bias": True,
+                                                  "impl": "auto"}),
+    ("rmsnorm", "rmsnorm", {"eps": 1e-6, "affine": True, "bias": False, "impl": "auto"}),
+    ("adanorm:impl=composite", "adanorm", {"C": 1.0, "k": 0.1, "eps": 1e-5, "impl": "composite"}),
     ("none", "none", {}),
 ])
 def test_options_parse_with_types(spec: str, name: str, options: dict) -> None:

@@ -549,30 +549,27 @@ class _Form:
 
 
 def _form(site: NormSite) -> _Form | str:
-    """The closed-form description of a site, or why there is none."""
-    from lnlab.norms import modules as lm
+    """The closed-form description of a site (from ``lnlab.norms.norm_form``), or why there is
+    none."""
+    from lnlab.norms import norm_form
 
     m = site.module
     if m is None:
         return "no module"
-    if isinstance(m, lm.NoNorm) or site.kind == "none":
+    form = norm_form(m)
+    if form is None:
+        return "not a norm"
+    if form.family == "identity":
         return "identity (no normalization)"
     if site.eps is None:
         return "eps unknown"
+    if form.math is None:
+        return f"no closed form for kind {site.kind!r}"
     w = getattr(m, "weight", None)
     gain = w.detach() if isinstance(w, Tensor) and w.dim() >= 1 else None
-    center = site.kind != "rmsnorm"
-    dm = ds = False
-    groups, ada = 1, None
-    if isinstance(m, lm.DetachNorm):
-        dm, ds = m.detach in ("both", "mean"), m.detach in ("both", "std")
-    elif isinstance(m, lm.AdaNorm):
-        ada = (m.C, m.k)
-    elif isinstance(m, lm.GroupLayerNorm):
-        groups = m.groups
-    elif site.kind not in ("layernorm", "layernorm_simple", "rmsnorm"):
-        return f"no closed form for kind {site.kind!r}"
-    return _Form(center, dm, ds, groups, float(site.eps), gain, ada)
+    nm = form.math
+    return _Form(nm.center, nm.detach_mean, nm.detach_std, nm.groups, float(site.eps), gain,
+                 nm.ada)
 
 
 STAT_FIELDS = ("mean", "abs_mean", "var", "pred_mean", "pred_var", "xu_mean", "xu_var",

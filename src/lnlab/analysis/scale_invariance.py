@@ -48,6 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from lnlab.errors import LnlabError
+from lnlab.norms import is_norm, norm_form
 
 __all__ = [
     "VERDICTS",
@@ -67,7 +68,6 @@ __all__ = [
     "snapshot",
 ]
 
-_EPS_ATTRS = ("eps", "variance_epsilon", "epsilon")
 _OUTPUT_KEYS = ("logits", "last_hidden_state", "prediction_logits", "start_logits")
 _STRUCT_TOL = 1e-9  # floor of the structural (stream / balancing) tests' tolerance, float64
 _STRUCT_FACTORS = (0.37, 2.9)
@@ -88,28 +88,18 @@ VERDICTS = {
 # ----------------------------------------------------------------------------- helpers
 
 
-def _is_norm(module: nn.Module) -> bool:
-    from lnlab.norms import LNLAB_NORM_TYPES
-
-    if isinstance(module, (*LNLAB_NORM_TYPES, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)):
-        return True
-    if isinstance(module, nn.modules.batchnorm._NormBase):
-        return True
-    return "norm" in type(module).__name__.lower()
-
-
 def find_norm_eps(model: nn.Module) -> list[tuple[str, str, float]]:
-    """Every norm's eps attribute as (module path, attribute, value); None eps reads as 0."""
+    """Every norm's eps attribute as (module path, attribute, value); None eps reads as 0.
+
+    A norm is what ``lnlab.norms.norm_form`` recognises (torch's BatchNorm and GroupNorm too).
+    """
     found = []
     for name, m in model.named_modules():
-        if not _is_norm(m):
+        form = norm_form(m)
+        if form is None or form.eps_attr is None:
             continue
-        for attr in _EPS_ATTRS:
-            if hasattr(m, attr):
-                v = getattr(m, attr)
-                if v is None or isinstance(v, (int, float)):
-                    found.append((name, attr, 0.0 if v is None else float(v)))
-                    break
+        v = getattr(m, form.eps_attr)
+        found.append((name, form.eps_attr, 0.0 if v is None else float(v)))
     return found
 
 
@@ -449,7 +439,7 @@ def _verdict(ch0: dict[float, float], ch: dict[float, float], rtol: float, appro
 
 
 def _group_kind(m: nn.Module) -> str:
-    if _is_norm(m):
+    if is_norm(m):
         return "norm"
     if isinstance(m, nn.Embedding) or "embedding" in type(m).__name__.lower():
         return "embedding"

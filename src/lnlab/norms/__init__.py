@@ -1,7 +1,9 @@
-"""The norm zoo: functional ops, ``nn.Module``s and a string registry.
+"""The norm zoo: functional ops, ``nn.Module``s, the table of variants and norm recognition.
 
->>> from lnlab.norms import make_norm
+>>> from lnlab.norms import make_norm, norm_form
 >>> norm = make_norm("adanorm:C=2,k=0.1", 256)
+>>> norm_form(norm).kind
+'adanorm'
 """
 
 from lnlab.norms._kernels import kernel_status
@@ -15,41 +17,56 @@ from lnlab.norms.functional import (
     rms_norm,
 )
 from lnlab.norms.modules import (
+    IMPLS,
     AdaNorm,
     DetachNorm,
     GroupLayerNorm,
     LayerNorm,
     LayerNormSimple,
     NoNorm,
+    NormBase,
+    NormMath,
     RMSNorm,
+    ZooNorm,
 )
-from lnlab.norms.registry import NormInfo, NormSpec, available, describe, make_norm, parse_spec
-
-LNLAB_NORM_TYPES = (
-    AdaNorm, DetachNorm, GroupLayerNorm, LayerNorm, LayerNormSimple, NoNorm, RMSNorm,
+from lnlab.norms.registry import (
+    NormForm,
+    NormInfo,
+    NormSpec,
+    available,
+    describe,
+    is_norm,
+    make_norm,
+    norm_form,
+    parse_spec,
 )
-"""Every module class of the zoo (for surgery's ``isinstance`` checks)."""
 
 __all__ = [
-    "LNLAB_NORM_TYPES",
+    "IMPLS",
     "AdaNorm",
     "DetachNorm",
     "GroupLayerNorm",
     "LayerNorm",
     "LayerNormSimple",
     "NoNorm",
+    "NormBase",
+    "NormForm",
     "NormInfo",
+    "NormMath",
     "NormSpec",
     "RMSNorm",
+    "ZooNorm",
     "ada_norm",
     "available",
     "describe",
     "detach_norm",
     "group_layer_norm",
+    "is_norm",
     "kernel_status",
     "layer_norm",
     "layer_norm_simple",
     "make_norm",
+    "norm_form",
     "normalize",
     "parse_spec",
     "rms_norm",

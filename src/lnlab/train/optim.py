@@ -2,7 +2,8 @@
 
 Weight decay on norm gains/biases is exactly what the weight-decay documents vary, so every
 parameter gets tags (``norm``, ``bias``, ``embedding``, ``readout``) that ``wd_exclude`` can
-name, and the same tags give the per-group weight norms the trainer records.
+name, and the same tags give the per-group weight norms the trainer records. ``norm`` marks the
+parameters of every module that ``lnlab.norms.is_norm`` recognises.
 """
 
 from __future__ import annotations
@@ -15,18 +16,12 @@ import torch
 from torch import nn
 
 from lnlab.errors import LnlabError
+from lnlab.norms import is_norm
 from lnlab.train.config import PARAM_GROUPS, TrainConfig
 
 _READOUT_NAMES = ("head", "readout", "classifier", "fc_out", "lm_head")
 _PRIMARY_ORDER = ("norm", "embedding", "readout", "bias")
 _EMBED_HINTS = ("embed", "pos_emb", "cls_token", "position", "wte", "wpe")
-
-
-def _is_norm(m: nn.Module) -> bool:
-    from lnlab.norms import LNLAB_NORM_TYPES
-
-    base = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.modules.batchnorm._NormBase)
-    return isinstance(m, (*base, *LNLAB_NORM_TYPES)) or "Norm" in type(m).__name__
 
 
 def param_tags(model: nn.Module) -> dict[str, tuple[str, set[str]]]:
@@ -46,7 +41,7 @@ def param_tags(model: nn.Module) -> dict[str, tuple[str, set[str]]]:
                 continue
             full = f"{mname}.{pname}" if mname else pname
             tags: set[str] = set()
-            if _is_norm(m):
+            if is_norm(m):
                 tags.add("norm")
             if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) or any(
                     h in full.lower() for h in _EMBED_HINTS):
