@@ -6,6 +6,7 @@ import json
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lnlab.norms import describe, kernel_status
@@ -16,11 +17,13 @@ def register(app: typer.Typer) -> None:
     def norms_cmd(
         as_json: bool = typer.Option(False, "--json", help="print machine-readable JSON"),
     ) -> None:
-        """List the norm variants, their formulas and spec options."""
+        """List the norm variants, their formulas and spec options (``impl`` picks the code
+        path: auto, the fused kernel, or plain autograd code)."""
         infos = describe()
         if as_json:
             rows = [
-                {"name": i.name, "formula": i.formula, "source": i.source,
+                {"name": i.name, "class": f"lnlab.{i.cls.__name__}", "formula": i.formula,
+                 "source": i.source,
                  "options": {o.name: {"default": o.default, "help": o.help,
                                       "choices": list(o.choices) if o.choices else None}
                              for o in i.options}}
@@ -38,7 +41,7 @@ def register(app: typer.Typer) -> None:
                 f"{o.name}={o.default}" + (f" [{'|'.join(o.choices)}]" if o.choices else "")
                 for o in i.options
             )
-            table.add_row(i.name, i.formula, opts or "-", i.source)
+            table.add_row(i.name, i.formula, escape(opts) or "-", i.source)
         console = Console()
         console.print(table)
         st = kernel_status()

@@ -278,6 +278,10 @@ def make_norm(spec: str | NormSpec, dim: int | tuple[int, ...], **kwargs: Any) -
             raise _unknown(info, key)
         _check_value(info, opts[key], val, str(val))
     args = {o.argument: ns.options.get(o.name, o.default) for o in info.options}
+    clash = [o.name for o in info.options if o.argument in kwargs]
+    if clash:
+        raise ValueError(f"set {', '.join(clash)} in the spec (e.g. '{ns.name}:{clash[0]}=...'),"
+                         " not as a keyword argument of make_norm")
     return info.cls(dim, **args, **kwargs)
 
 
