@@ -372,7 +372,9 @@ def test_composite_impl_matches_auto(name: str) -> None:
     torch.testing.assert_close(a(x), c(x), rtol=1e-12, atol=1e-12)
 
 
-def test_lnlab_norms_table_shows_impl_and_choices(capsys: pytest.CaptureFixture) -> None:
+def test_lnlab_norms_table_shows_impl_and_choices(capsys: pytest.CaptureFixture,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
     assert main(["norms"]) == 0
     out = capsys.readouterr().out
     assert out.count("[auto|kernel|composite]") == 6  # every variant but none

@@ -34,8 +34,8 @@ def register(app: typer.Typer) -> None:
         table = Table(title="lnlab norm zoo  (spec: name[:option=value,...])")
         table.add_column("name", style="bold")
         table.add_column("computes")
-        table.add_column("options (default)")
-        table.add_column("source")
+        table.add_column("options (default)", min_width=24)
+        table.add_column("source", max_width=14)
         for i in infos:
             opts = ", ".join(
                 f"{o.name}={o.default}" + (f" [{'|'.join(o.choices)}]" if o.choices else "")
