@@ -23,6 +23,7 @@ from lnlab.norms.modules import (
     NoNorm,
     RMSNorm,
 )
+from lnlab.specs import SpecError, parse_bool, parse_options, split_spec
 
 __all__ = [
     "NormInfo",
@@ -33,16 +34,6 @@ __all__ = [
     "parse_bool",
     "parse_spec",
 ]
-
-
-def parse_bool(v: str) -> bool:
-    """A spec option's boolean: true/false, yes/no, on/off, 1/0 (any case)."""
-    s = v.strip().lower()
-    if s in ("1", "true", "yes", "on"):
-        return True
-    if s in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected a boolean (true/false), got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -163,39 +154,17 @@ def _canonical(name: str) -> str:
 
 
 def parse_spec(spec: str | NormSpec) -> NormSpec:
-    """Parse ``"name[:opt=value,...]"`` into a NormSpec, validating names, options and values."""
+    """Parse ``"name[:opt=value,...]"`` into a NormSpec, validating names, options and values
+    (grammar and types: :mod:`lnlab.specs`; errors are :class:`lnlab.specs.SpecError`)."""
     if isinstance(spec, NormSpec):
         return spec
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"a norm spec must be a non-empty string, got {spec!r}")
-    name, _, rest = spec.partition(":")
-    canon = _canonical(name)
-    info = _REGISTRY[canon]
-    opts = {o.name: o for o in info.options}
-    values = {o.name: o.default for o in info.options}
-    seen: set[str] = set()
-    for item in filter(None, (p.strip() for p in rest.split(","))):
-        key, eq, raw = item.partition("=")
-        key = key.strip()
-        if not eq:
-            raise ValueError(f"norm option {item!r} in {spec!r} must look like name=value")
-        if key in seen:
-            raise ValueError(f"norm option {key!r} given twice in {spec!r}")
-        seen.add(key)
-        if key not in opts:
-            valid = ", ".join(opts) or "none"
-            raise ValueError(f"unknown option {key!r} for norm {canon!r}; valid options: {valid}")
-        opt = opts[key]
-        try:
-            val = opt.type(raw.strip())
-        except ValueError as e:
-            raise ValueError(f"bad value for {canon} option {key!r}: {e}") from None
-        if opt.choices and val not in opt.choices:
-            raise ValueError(f"{canon} option {key} must be one of {', '.join(opt.choices)}")
-        if opt.check is not None and not opt.check(val):
-            raise ValueError(f"bad value for {canon} option {key}={raw.strip()}: {opt.check_msg}")
-        values[key] = val
-    return NormSpec(canon, values)
+    name, items = split_spec(spec, what="norm")
+    try:
+        canon = _canonical(name)
+    except ValueError as e:
+        raise SpecError(str(e)) from None
+    return NormSpec(canon, parse_options(items, _REGISTRY[canon].options,
+                                         owner=canon, what="norm"))
 
 
 def make_norm(spec: str | NormSpec, dim: int, **kwargs: Any) -> nn.Module:
