@@ -642,8 +642,9 @@ def strip_affine(model: nn.Module,
 def _explicit_options(spec: str | NormSpec) -> set[str]:
     if isinstance(spec, NormSpec):
         return set(spec.options)
-    _, _, rest = spec.partition(":")
-    return {p.split("=", 1)[0].strip() for p in rest.split(",") if "=" in p}
+    from lnlab.specs import split_spec
+
+    return {key for key, _ in split_spec(spec, what="norm")[1]}
 
 
 def _disable_fused_path(model: nn.Module, name: str) -> str:
