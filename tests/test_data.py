@@ -117,8 +117,10 @@ def test_split_spec():
 @pytest.mark.parametrize("spec, msg", [
     ("imagenet", "unknown dataset 'imagenet'"),
     ("clusters:bogus=1", "unknown option 'bogus'"),
-    ("clusters:n=abc", "must be an integer"),
+    ("clusters:n=abc", "expected an integer"),
     ("clusters:classes=1", "must be >= 2"),
+    ("clusters:classes=２", "non-ASCII"),
+    ("clusters:n=99999999999999999999", "far too large"),
     ("clusters:spread=-1", "spread"),
     ("clusters:n", "must look like name=value"),
     ("tokens:vocab=8,classes=9", "vocab"),

@@ -200,8 +200,9 @@ def test_hf_spec_parsing_and_errors():
     assert parse_hf_model("hf:bert") == ("bert", {"layers": 3, "dim": 32, "heads": 4,
                                                   "dropout": 0.0})
     assert parse_hf_model("hf:GPT-Neo:layers=6,dim=64")[0] == "gpt_neo"
-    for bad, msg in [("bert", "not a Hugging Face"), ("hf:bert:depth=2", "bad option"),
-                     ("hf:bert:layers=x", "must be a number"), ("hf:", "name an arch")]:
+    for bad, msg in [("bert", "not a Hugging Face"), ("hf:bert:depth=2", "unknown option"),
+                     ("hf:bert:layers=x", "expected an integer"),
+                     ("hf:bert:layers=３", "non-ASCII"), ("hf:", "needs an architecture")]:
         with pytest.raises(LnlabError, match=msg):
             parse_hf_model(bad)
 

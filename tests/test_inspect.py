@@ -7,6 +7,7 @@ import json
 import pytest
 
 from lnlab.cli import main
+from lnlab.models import HF_DEFAULTS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -55,12 +56,17 @@ def test_bad_input_exits_2(capsys, argv, msg):
 
 def test_hf_name_and_path(capsys, tmp_path):
     transformers = pytest.importorskip("transformers")
-    code, out, _ = run(capsys, "inspect", "hf:bert", "--json")
+    code, out, _ = run(capsys, "inspect", "hf:bert:layers=6", "--json")
     data = json.loads(out)
     assert code == 0
     assert data["n_sites"] == 13 and data["groups"] == {"embedding": 1, "early": 4,
                                                         "middle": 4, "later": 4}
     assert data["placement"]["kind"] == "post"
+    # --layers is the same as the spec option; the one default (HF_DEFAULTS) is 3 blocks.
+    code, out6, _ = run(capsys, "inspect", "hf:bert", "--layers", "6", "--json")
+    assert json.loads(out6)["sites"] == data["sites"]
+    code, out, _ = run(capsys, "inspect", "hf:bert", "--json")
+    assert json.loads(out)["n_sites"] == 1 + 2 * HF_DEFAULTS["layers"]
     cfg = transformers.GPT2Config(n_embd=16, n_layer=3, n_head=2, vocab_size=40,
                                   n_positions=32, bos_token_id=1, eos_token_id=2)
     cfg.save_pretrained(tmp_path)

@@ -49,7 +49,7 @@ def randomize_norm_affine(model: torch.nn.Module, seed: int = 0) -> None:
 # --------------------------------------------------------------------------- specs
 
 def test_available_models():
-    assert available_models() == ["mlp", "lnnet", "transformer", "cnn"]
+    assert available_models() == ["mlp", "lnnet", "transformer", "cnn", "hf"]
 
 
 def test_defaults_and_canonical_forms():
@@ -105,10 +105,10 @@ def test_spec_round_trip(depth, width, residual, final, groups, norm):
     ("resnet", "valid models: mlp, lnnet, transformer, cnn"),
     ("mlp:widht=3", "valid options: depth, width, norm"),
     ("mlp:residual=middle", "must be one of none, pre, post, branch"),
-    ("mlp:depth=0", "positive integer"),
+    ("mlp:depth=0", r"out of range; it must be in \[1, 10000\]"),
     ("mlp:depth", "must look like name=value"),
     ("mlp:norm=batchnorm", "valid names: layernorm"),
-    ("transformer:dropout=1.5", "probability"),
+    ("transformer:dropout=1.5", r"must be in \[0, 1\)"),
     ("", "non-empty"),
 ])
 def test_bad_specs_raise_lnlab_error(spec, match):

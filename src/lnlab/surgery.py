@@ -17,14 +17,22 @@ Blocks come from the model's own numbering, not from counting: a site named
 blocks, block ``i`` is ``early``/``middle``/``later`` when the centre ``(i + 1/2) / N`` lies in
 the first/middle/last third (exact thirds when 3 divides N: Singhal & Kim's groups). A norm
 outside the blocks is ``embedding`` if it runs before a stack and ``final`` if it runs after one.
+
+Hugging Face models keep their surgery: it is recorded in ``model.config`` and saved with it.
+:func:`save_pretrained` / :func:`from_pretrained` round-trip a modified model exactly;
+:func:`export_plain_hf` writes a checkpoint stock transformers loads unchanged (stripped gains
+become 1 and biases 0; swapped variants are refused), and transformers' own
+``save_pretrained`` on a modified model warns (:class:`SurgeryNotSavedWarning`).
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,11 +47,15 @@ __all__ = [
     "Change",
     "NormSite",
     "Placement",
+    "SurgeryNotSavedWarning",
     "SurgeryReport",
+    "export_plain_hf",
     "find_norms",
     "format_sites",
+    "from_pretrained",
     "is_norm",
     "norm_placement",
+    "save_pretrained",
     "select_sites",
     "strip_affine",
     "swap_norms",
@@ -582,6 +594,7 @@ def strip_affine(model: nn.Module,
         n, how = _strip_module(m, s.shape, s.eps)
         how = ", ".join(filter(None, (how, _disable_fused_path(model, s.name))))
         report.changes.append(Change(s.name, before, _describe(m), n, how))
+    _record_surgery(model, [(c.site, {"op": "strip_affine"}) for c in report.changes])
     return report
 
 
@@ -621,6 +634,7 @@ def swap_norms(model: nn.Module, spec: str | NormSpec,
         raise LnlabError(str(e)) from None
     explicit = explicit_options(spec)
     report = SurgeryReport(f"swap_norms({ns})")
+    swapped: list[tuple[str, dict[str, Any]]] = []
     for s in select_sites(find_norms(model, example_input), where):
         old = s.module
         opts = dict(ns.options)
@@ -660,4 +674,222 @@ def swap_norms(model: nn.Module, spec: str | NormSpec,
                                      _disable_fused_path(model, s.name)) if x)
         after = f"{_describe(new)} [{NormSpec(ns.name, opts)}]"
         report.changes.append(Change(s.name, before, after, max(removed, 0), note))
+        swapped.append((s.name, {"op": "swap_norms", "norm": ns.name, "options": opts}))
+    _record_surgery(model, swapped)
     return report
+
+
+# --------------------------------------------------------------------------- HF save / load
+#
+# Surgery on a Hugging Face model is recorded in ``model.config.lnlab_surgery`` (so it travels
+# with every ``save_pretrained``), as site names relative to the outermost HF model that holds
+# them. ``from_pretrained`` rebuilds the architecture, replays the record and then loads the
+# weights; ``export_plain_hf`` writes what stock transformers can load unchanged.
+
+_RECORD_KEY = "lnlab_surgery"
+
+
+class SurgeryNotSavedWarning(UserWarning):
+    """A surgically modified HF model was saved in a way transformers alone cannot reload."""
+
+
+def _transformers_module() -> Any:
+    import sys
+
+    return sys.modules.get("transformers")
+
+
+def _is_hf_model(m: nn.Module) -> bool:
+    tf = _transformers_module()
+    return tf is not None and isinstance(m, tf.PreTrainedModel)
+
+
+def _hf_root(model: nn.Module, site: str) -> tuple[str, nn.Module] | None:
+    """The outermost HF model inside ``model`` whose subtree holds ``site``: (prefix, module)."""
+    for prefix, m in model.named_modules():  # parents come before children
+        if _is_hf_model(m) and (not prefix or site == prefix or site.startswith(prefix + ".")):
+            return prefix, m
+    return None
+
+
+def _warning_save(self: Any, *args: Any, **kwargs: Any) -> Any:
+    warnings.warn(
+        f"{type(self).__name__} was changed by lnlab surgery; transformers' from_pretrained "
+        "rebuilds the unmodified architecture from this checkpoint (swapped norms come back as "
+        "the original class, stripped gains as trainable). Reload it with "
+        "lnlab.surgery.from_pretrained(path), or write a checkpoint that transformers loads "
+        "unchanged with lnlab.surgery.export_plain_hf(model, path).",
+        SurgeryNotSavedWarning, stacklevel=2)
+    return type(self)._lnlab_plain_class.save_pretrained(self, *args, **kwargs)
+
+
+def _mark_modified(hf: nn.Module) -> None:
+    """Give one HF model instance a subclass (same name) whose save_pretrained warns."""
+    cls = type(hf)
+    if "_lnlab_plain_class" in cls.__dict__:
+        return
+    sub = type(cls.__name__, (cls,), {"save_pretrained": _warning_save,
+                                      "_lnlab_plain_class": cls,
+                                      "__module__": cls.__module__,
+                                      "__qualname__": cls.__qualname__})
+    hf.__class__ = sub
+
+
+def _plain_class(hf: nn.Module) -> type:
+    return type(hf).__dict__.get("_lnlab_plain_class", type(hf))
+
+
+def _record_surgery(model: nn.Module, entries: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Append ``(site, op)`` entries to the record of the HF model holding each site."""
+    for site, op in entries:
+        found = _hf_root(model, site)
+        if found is None:
+            continue
+        prefix, hf = found
+        rel = site[len(prefix) + 1:] if prefix else site
+        record = getattr(hf.config, _RECORD_KEY, None) or []
+        record.append({"root": _plain_class(hf).__name__, "site": rel, **op})
+        setattr(hf.config, _RECORD_KEY, record)
+        _mark_modified(hf)
+
+
+def _unwrap_hf(model: nn.Module) -> nn.Module:
+    """The outermost HF model in ``model`` (itself, or the one lnlab's HFClassifier wraps)."""
+    roots = [m for _, m in model.named_modules() if _is_hf_model(m)]
+    if not roots:
+        raise LnlabError(f"{type(model).__name__} holds no Hugging Face model")
+    return roots[0]
+
+
+def save_pretrained(model: nn.Module, path: str | Path) -> Path:
+    """Save a (possibly surgically modified) HF model, or lnlab's wrapper of one, with its
+    surgery record in ``config.json``; reload it with :func:`from_pretrained`."""
+    hf = _unwrap_hf(model)
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    _plain_class(hf).save_pretrained(hf, str(out))
+    return out
+
+
+def _site_in(model: nn.Module, entry: Mapping[str, Any]) -> str:
+    """The entry's site name inside ``model`` (which may be the record's root or hold it)."""
+    site = str(entry["site"])
+    if type(model).__name__ == entry.get("root"):
+        return site
+    for prefix, m in model.named_modules():
+        if prefix and type(m).__name__ == entry.get("root"):
+            return f"{prefix}.{site}"
+    raise LnlabError(f"the surgery record names {entry.get('root')}, which is not part of "
+                     f"{type(model).__name__}; save the model the surgery was applied to")
+
+
+def _replay(model: nn.Module, record: Sequence[Mapping[str, Any]]) -> None:
+    for entry in record:
+        if not isinstance(entry, Mapping) or "op" not in entry or "site" not in entry:
+            raise LnlabError(f"malformed {_RECORD_KEY} entry in the config: {entry!r}")
+        site = _site_in(model, entry)
+
+        def only(s: NormSite, name: str = site) -> bool:
+            return s.name == name
+
+        if entry["op"] == "strip_affine":
+            report = strip_affine(model, only)
+        elif entry["op"] == "swap_norms":
+            ns = NormSpec(str(entry["norm"]), dict(entry["options"]))
+            report = swap_norms(model, ns, only, copy_affine=False)
+        else:
+            raise LnlabError(f"unknown surgery {entry['op']!r} in the config's {_RECORD_KEY}")
+        if len(report) != 1:
+            raise LnlabError(f"the recorded {entry['op']} of {site} does not apply to this "
+                             "architecture (no such norm site with affine parameters)")
+
+
+def _load_safetensors(model: nn.Module, files: Sequence[Path]) -> None:
+    from safetensors.torch import load_file
+
+    state: dict[str, Tensor] = {}
+    for f in files:
+        try:
+            state.update(load_file(str(f)))
+        except Exception as e:  # safetensors raises its own error types for damaged files
+            raise LnlabError(f"{f}: not a readable safetensors file ({e}); move it aside and "
+                             "save the model again") from None
+    result = model.load_state_dict(state, strict=False)
+    if result.unexpected_keys:
+        raise LnlabError(f"the checkpoint has weights the rebuilt model lacks: "
+                         f"{', '.join(result.unexpected_keys[:5])}")
+    loaded = {t.data_ptr() for k, t in model.state_dict().items() if k in state}
+    own = model.state_dict()
+    untied = [k for k in result.missing_keys if own[k].data_ptr() not in loaded]
+    if untied:
+        raise LnlabError(f"the checkpoint lacks weights of the rebuilt model: "
+                         f"{', '.join(untied[:5])}")
+
+
+def from_pretrained(path: str | Path) -> nn.Module:
+    """Rebuild an HF model saved after lnlab surgery, exactly: architecture from the config,
+    the recorded surgery replayed in order, then the weights (safetensors only; no remote code).
+
+    A checkpoint without a record loads as the plain model. Returns the model in eval mode.
+    """
+    from lnlab.models.hf import _transformers, checkpoint_files, load_config, read_config_dict
+
+    tf = _transformers()
+    record = read_config_dict(path).get(_RECORD_KEY) or []
+    if not isinstance(record, list):
+        raise LnlabError(f"{path}: {_RECORD_KEY} in config.json must be a list")
+    cfg = load_config(path)
+    if hasattr(cfg, _RECORD_KEY):
+        delattr(cfg, _RECORD_KEY)  # replaying records it again
+    arch = (getattr(cfg, "architectures", None) or [None])[0]
+    cls = getattr(tf, arch, None) if isinstance(arch, str) else None
+    if not (isinstance(cls, type) and issubclass(cls, tf.PreTrainedModel)):
+        cls = tf.AutoModel
+    model = cls.from_config(cfg) if cls is tf.AutoModel else cls._from_config(cfg)
+    _replay(model, record)
+    files = checkpoint_files(path)
+    if not files:
+        raise LnlabError(f"{path}: no model.safetensors to load")
+    _load_safetensors(model, files)
+    return model.eval()
+
+
+def export_plain_hf(model: nn.Module, path: str | Path) -> Path:
+    """Write a checkpoint that stock ``transformers.AutoModel*.from_pretrained`` loads into a
+    model computing exactly what ``model`` computes.
+
+    Stripped sites are written as gain 1 (or the class's neutral stored gain) and bias 0;
+    swapped sites cannot be expressed in the original architecture, so they are refused.
+    """
+    hf = _unwrap_hf(model)
+    record = getattr(hf.config, _RECORD_KEY, None) or []
+    swapped = [e["site"] for e in record if e.get("op") == "swap_norms"]
+    if swapped:
+        raise LnlabError(
+            f"cannot export a plain transformers checkpoint: {len(swapped)} norm site(s) were "
+            f"swapped to another variant (first: {swapped[0]}), which "
+            f"{_plain_class(hf).__name__} cannot express; save it with "
+            "lnlab.surgery.save_pretrained and reload it with lnlab.surgery.from_pretrained")
+    cfg = copy.deepcopy(hf.config)
+    if hasattr(cfg, _RECORD_KEY):
+        delattr(cfg, _RECORD_KEY)
+    plain = _plain_class(hf)._from_config(cfg)
+    ref = next(hf.parameters())
+    plain.to(device=ref.device, dtype=ref.dtype)
+    state = dict(hf.state_dict())
+    for entry in record:
+        site = _site_in(hf, entry)
+        m = hf.get_submodule(site)
+        for p, neutral in (("weight", 1.0), ("bias", 0.0)):
+            key = f"{site}.{p}"
+            if key in state or key not in plain.state_dict():
+                continue
+            held = getattr(m, p, None)  # a buffer holds the class's own neutral value
+            target = plain.state_dict()[key]
+            state[key] = (held.detach().clone() if isinstance(held, Tensor)
+                          else torch.full_like(target, neutral))
+    plain.load_state_dict(state, strict=True)
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    plain.save_pretrained(str(out))
+    return out

@@ -1,8 +1,9 @@
 """``lnlab audit MODEL``: which parameters can weight decay constrain in this model?
 
-MODEL is a built-in model spec (``mlp:depth=4,width=64,norm=layernorm,residual=pre``) or
-``hf:NAME``, a tiny randomly initialised Hugging Face model of that architecture built from a
-config (no download). See :mod:`lnlab.analysis.scale_invariance`.
+MODEL is any spec :func:`lnlab.models.build_model` takes: a built-in model
+(``mlp:depth=4,width=64,norm=layernorm,residual=pre``), ``hf:ARCH`` (a tiny randomly initialised
+Hugging Face model built from a config, no download) or ``hf:PATH``; a Hugging Face model is
+audited as its backbone. See :mod:`lnlab.analysis.scale_invariance`.
 """
 
 from __future__ import annotations
@@ -17,19 +18,6 @@ from torch import nn
 from lnlab.errors import LnlabError
 
 
-def tiny_hf_model(source: str, *, layers: int = 2, batch: int = 2, seq_len: int = 8,
-                  seed: int = 0) -> tuple[nn.Module, dict[str, torch.Tensor]]:
-    """A seeded tiny random HF base model (``lnlab.models.hf.build_hf``: an architecture name
-    or a local config directory) and an example input dict for it."""
-    from lnlab.models.hf import build_hf, hf_example_input
-
-    if not source:
-        raise LnlabError("hf: needs an architecture name or a local config directory")
-    torch.manual_seed(seed)
-    model = build_hf(source, layers=layers).eval()
-    return model, hf_example_input(model, batch=batch, seq=seq_len, seed=seed)
-
-
 def _parse_floats(text: str, what: str) -> tuple[float, ...]:
     try:
         vals = tuple(float(v) for v in text.split(",") if v.strip())
@@ -41,16 +29,22 @@ def _parse_floats(text: str, what: str) -> tuple[float, ...]:
 
 
 def build_target(model: str, *, input_shape: str = "40", classes: int = 10,
-                 vocab_size: int | None = None, batch: int = 8, layers: int = 2,
+                 vocab_size: int | None = None, batch: int = 8, layers: int | None = None,
                  seed: int = 0) -> tuple[nn.Module, Any]:
-    """The model named on the command line and a seeded example input for it."""
-    if model.startswith("hf:"):
-        return tiny_hf_model(model[3:], layers=layers, seed=seed)
+    """The model named on the command line and a seeded example input for it (an ``hf:``
+    model's backbone and an input dict for it)."""
+    from lnlab.commands.inspect import with_hf_layers
     from lnlab.models import build_model
 
     shape = tuple(int(v) for v in _parse_floats(input_shape, "--input-shape"))
     torch.manual_seed(seed)
-    net = build_model(model, input_shape=shape, num_classes=classes, vocab_size=vocab_size)
+    net = build_model(with_hf_layers(model, layers), input_shape=shape, num_classes=classes,
+                      vocab_size=vocab_size)
+    if net.spec.name == "hf":
+        from lnlab.models.hf import hf_example_input
+
+        base = net.hf.base_model.eval()
+        return base, hf_example_input(base, batch=2, seq=8, seed=seed)
     g = torch.Generator().manual_seed(seed + 1)
     if vocab_size is not None:
         x = torch.randint(0, vocab_size, (batch, *shape), generator=g)
@@ -63,15 +57,17 @@ def register(app: typer.Typer) -> None:
     @app.command("audit")
     def audit_cmd(
         model: str = typer.Argument(..., help="model spec, e.g. mlp:depth=4,residual=pre, "
-                                    "hf:NAME (tiny config, e.g. hf:bert, hf:gpt2; no download) "
-                                    "or hf:PATH (a local config directory)"),
+                                    "hf:ARCH (tiny config, e.g. hf:bert, hf:gpt2:layers=2; no "
+                                    "download) or hf:PATH (a local checkpoint directory)"),
         input_shape: str = typer.Option("40", "--input-shape",
                                         help="one example's shape, e.g. 40 or 8,8"),
         classes: int = typer.Option(10, "--classes", help="number of output classes"),
         vocab_size: int = typer.Option(0, "--vocab-size",
                                        help="token ids in [0, N) (transformer); 0 = real input"),
         batch: int = typer.Option(8, "--batch", help="example batch size"),
-        layers: int = typer.Option(2, "--layers", help="blocks of an hf:NAME tiny config"),
+        layers: int | None = typer.Option(None, "--layers",
+                                          help="blocks of an hf:ARCH tiny config (default 3, "
+                                          "same as hf:ARCH:layers=N)"),
         seed: int = typer.Option(0, "--seed", help="seed for the weights and the input"),
         factors: str = typer.Option("0.1,0.5,2,10", "--factors",
                                     help="positive scale factors to try"),
@@ -84,8 +80,8 @@ def register(app: typer.Typer) -> None:
         them (float64, eps = 0 and real eps), and the penalty's infimum."""
         from lnlab.analysis.scale_invariance import VERDICTS, audit
 
-        if batch < 1 or layers < 1:
-            raise LnlabError(f"--batch and --layers must be positive, got {batch}, {layers}")
+        if batch < 1:
+            raise LnlabError(f"--batch must be positive, got {batch}")
         net, x = build_target(model, input_shape=input_shape, classes=classes,
                               vocab_size=vocab_size or None, batch=batch, layers=layers,
                               seed=seed)

@@ -28,23 +28,24 @@ def _parse_shape(text: str) -> tuple[int, ...]:
 
 
 def load_for_inspect(model: str, *, input_shape: tuple[int, ...] = (40,), num_classes: int = 10,
-                     vocab_size: int | None = None, layers: int = 6
+                     vocab_size: int | None = None, layers: int | None = None
                      ) -> tuple[nn.Module, Any, str]:
-    """(model, example input, description) for a built-in spec, ``hf:NAME`` or ``hf:PATH``."""
+    """(model, example input, description) for any spec :func:`lnlab.models.build_model`
+    takes; an ``hf:`` model is shown as its Hugging Face backbone (transformers' own names).
+    ``layers`` overrides the block count of an ``hf:ARCH`` tiny config."""
     import torch
 
-    if model.startswith("hf:"):
-        from lnlab.models.hf import build_hf, hf_example_input
-
-        source = model[3:]
-        if not source:
-            raise LnlabError("hf: needs an architecture name or a local config directory")
-        m = build_hf(source, layers=layers)
-        return m, hf_example_input(m), f"{type(m).__name__} ({m.config.model_type}, from config)"
     from lnlab.models import build_model
 
-    m = build_model(model, input_shape=input_shape, num_classes=num_classes,
-                    vocab_size=vocab_size)
+    m = build_model(with_hf_layers(model, layers), input_shape=input_shape,
+                    num_classes=num_classes, vocab_size=vocab_size)
+    if m.spec.name == "hf":
+        from lnlab.models.hf import hf_example_input
+
+        base = m.hf.base_model
+        return (base, hf_example_input(base),
+                f"{type(base).__name__} ({base.config.model_type}, "
+                f"{'from ' + str(m.spec.source) if m.spec.path else str(m.spec)})")
     gen = torch.Generator().manual_seed(0)
     if vocab_size is not None:
         ex = torch.randint(0, vocab_size, (2, *input_shape), generator=gen)
@@ -53,24 +54,39 @@ def load_for_inspect(model: str, *, input_shape: tuple[int, ...] = (40,), num_cl
     return m, ex, m.spec.full()
 
 
+def with_hf_layers(model: str, layers: int | None) -> str:
+    """``model`` with ``layers=N`` added when it is an ``hf:ARCH`` spec and ``layers`` is set
+    (the ``--layers`` flag of inspect and audit); other specs are returned unchanged."""
+    if layers is None:
+        return model
+    if layers < 1:
+        raise LnlabError(f"--layers must be positive, got {layers}")
+    from lnlab.models import ModelSpec, parse_model_spec
+
+    ms = parse_model_spec(model)
+    if ms.name != "hf" or ms.path:
+        return model
+    return str(ModelSpec("hf", {**ms.options, "layers": layers}, ms.source))
+
+
 def register(app: typer.Typer) -> None:
     @app.command("inspect")
     def inspect_cmd(
         model: str = typer.Argument(..., help="a model spec (mlp:..., transformer:...), "
-                                    "hf:NAME (tiny config, e.g. hf:bert) or hf:PATH"),
+                                    "hf:ARCH (tiny config, e.g. hf:bert:layers=6) or hf:PATH"),
         as_json: bool = typer.Option(False, "--json", help="print machine-readable JSON"),
         input_shape: str = typer.Option("40", "--input-shape",
                                         help="one example's shape for built-in specs"),
         num_classes: int = typer.Option(10, "--num-classes", help="classes for built-in specs"),
         vocab_size: int | None = typer.Option(None, "--vocab-size",
                                               help="token-id input (transformer only)"),
-        layers: int = typer.Option(6, "--layers", help="blocks of an hf:NAME tiny config"),
+        layers: int | None = typer.Option(None, "--layers",
+                                          help="blocks of an hf:ARCH tiny config (default 3, "
+                                          "same as hf:ARCH:layers=N)"),
     ) -> None:
         """List a model's norm sites (forward order, block, group) and its LN placement."""
         from lnlab.surgery import find_norms, norm_placement
 
-        if layers < 1:
-            raise LnlabError(f"--layers must be positive, got {layers}")
         m, example, desc = load_for_inspect(
             model, input_shape=_parse_shape(input_shape), num_classes=num_classes,
             vocab_size=vocab_size, layers=layers)

@@ -1,13 +1,13 @@
 """Dataset containers, spec parsing and the helpers every loader shares.
 
 A dataset spec is ``name[:option=value,...]`` (``"mnist1d"``, ``"clusters:n=500,classes=3"``,
-``"data/train.csv:label=y"``).  Options are parsed by :class:`Options`, which rejects unknown
-names so a typo fails loudly instead of silently using a default.
+``"data/train.csv:label=y"``), split by :func:`lnlab.specs.split_spec` like every other spec.
+Options are typed by :class:`Options` through :class:`lnlab.specs.Option`, and unknown names are
+rejected so a typo fails loudly instead of silently using a default.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 from lnlab.errors import LnlabError
+from lnlab.specs import Option, SpecError
+from lnlab.specs import split_spec as _split
 
 KINDS = ("vector", "image", "tokens")
 
@@ -78,30 +80,11 @@ def split_spec(spec: str, known: Collection[str] = ()) -> tuple[str, dict[str, s
 
     A name in ``known`` ends at the first ``:``.  Otherwise the spec may be a file path that
     itself contains ``:``, so the options part is taken after the *last* colon, and only when
-    what follows it looks like ``key=value`` pairs.
+    what follows it looks like ``key=value`` pairs (:func:`lnlab.specs.split_spec`).
     """
-    if not isinstance(spec, str) or not spec.strip():
-        raise LnlabError(f"a dataset spec must be a non-empty string, got {spec!r}")
-    spec = spec.strip()
-    name, rest = spec, ""
-    first, sep0, after = spec.partition(":")
-    head, sep, tail = spec.rpartition(":")
-    if sep0 and first.lower() in known:
-        name, rest = first, after
-    elif sep and (tail == "" or "=" in tail.split(",")[0]):
-        name, rest = head, tail
-    opts: dict[str, str] = {}
-    for item in filter(None, (p.strip() for p in rest.split(","))):
-        key, eq, val = item.partition("=")
-        if not eq or not key.strip():
-            raise LnlabError(f"dataset option {item!r} in {spec!r} must look like name=value")
-        key = key.strip()
-        if key in opts:
-            raise LnlabError(f"dataset option {key!r} given twice in {spec!r}")
-        opts[key] = val.strip()
-    if not name:
-        raise LnlabError(f"dataset spec {spec!r} has no name")
-    return name, opts
+    name, items = _split(spec, what="dataset", known={k.lower() for k in known},
+                         path_like=True)
+    return name, dict(items)
 
 
 class Options:
@@ -116,59 +99,33 @@ class Options:
         self.known.append(key)
         return self.raw.get(key)
 
+    def _parse(self, opt: Option) -> Any:
+        raw = self._get(opt.name)
+        return opt.default if raw is None else opt.parse(raw, self.dataset)
+
     def get_int(self, key: str, default: int, *, lo: int | None = None,
-            hi: int | None = None) -> int:
-        raw = self._get(key)
-        if raw is None:
-            return default
-        try:
-            val = int(raw)
-        except ValueError:
-            raise LnlabError(f"{self.dataset} option {key}={raw!r} must be an integer") from None
-        if (lo is not None and val < lo) or (hi is not None and val > hi):
-            rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-            raise LnlabError(f"{self.dataset} option {key}={val} must be {rng}")
-        return val
+                hi: int | None = None) -> int:
+        return self._parse(Option(key, "int", default, lo=lo, hi=hi))
 
     def get_float(self, key: str, default: float, *, lo: float | None = None,
-              hi: float | None = None, lo_open: bool = False, hi_open: bool = False) -> float:
-        raw = self._get(key)
-        if raw is None:
-            return default
-        try:
-            val = float(raw)
-        except ValueError:
-            raise LnlabError(f"{self.dataset} option {key}={raw!r} must be a number") from None
-        bad = not math.isfinite(val)
-        if lo is not None:
-            bad |= val <= lo if lo_open else val < lo
-        if hi is not None:
-            bad |= val >= hi if hi_open else val > hi
-        if bad:
-            lb = "(" if lo_open else "["
-            rb = ")" if hi_open else "]"
-            raise LnlabError(f"{self.dataset} option {key}={raw} must be in "
-                             f"{lb}{lo if lo is not None else '-inf'}, "
-                             f"{hi if hi is not None else 'inf'}{rb}")
-        return val
+                  hi: float | None = None, lo_open: bool = False,
+                  hi_open: bool = False) -> float:
+        return self._parse(Option(key, "float", default, lo=lo, hi=hi, lo_open=lo_open,
+                                  hi_open=hi_open))
 
     def get_str(self, key: str, default: str | None) -> str | None:
         raw = self._get(key)
         return default if raw is None else raw
 
     def get_choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
-        val = self.get_str(key, default)
-        if val not in choices:
-            raise LnlabError(f"{self.dataset} option {key}={val!r} must be one of "
-                             f"{', '.join(choices)}")
-        return val
+        return self._parse(Option(key, "choice", default, choices=choices))
 
     def done(self) -> None:
         unknown = [k for k in self.raw if k not in self.known]
         if unknown:
             valid = ", ".join(sorted(set(self.known))) or "none"
-            raise LnlabError(f"unknown option {unknown[0]!r} for dataset {self.dataset!r}; "
-                             f"valid options: {valid}")
+            raise SpecError(f"unknown option {unknown[0]!r} for dataset {self.dataset!r}; "
+                            f"valid options: {valid}")
 
 
 def split_indices(n: int, test_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

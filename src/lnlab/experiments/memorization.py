@@ -354,7 +354,7 @@ def sweep(scale: str, seeds: list[int], *, model: str | None = None, data: str |
 
 def _factory(config: dict[str, Any], cfg: Any) -> Any:
     from lnlab.data import load_dataset
-    from lnlab.models.hf_classifier import build_hf_classifier, parse_hf_model
+    from lnlab.models import build_model
     from lnlab.train import make_model
 
     info = load_dataset(cfg.data, seed=cfg.data_seed).info
@@ -362,11 +362,11 @@ def _factory(config: dict[str, Any], cfg: Any) -> Any:
     if spec.startswith("hf:"):
         if info.kind != "tokens" or info.vocab_size is None:
             raise LnlabError(f"{spec} needs token data; {cfg.data} holds {info.kind} inputs")
-        arch, opts = parse_hf_model(spec)
-        return lambda: build_hf_classifier(arch, num_classes=info.num_classes,
-                                           vocab_size=int(info.vocab_size),
-                                           length=int(info.input_shape[0]),
-                                           init=config.get("init"), **opts)
+        # Fine-tuning loads the checkpoint: hf:PATH (the spec's size options do not apply).
+        source = f"hf:{config['init']}" if config.get("init") else spec
+        return lambda: build_model(source, input_shape=info.input_shape,
+                                   num_classes=info.num_classes,
+                                   vocab_size=int(info.vocab_size))
     return lambda: make_model(cfg, info)
 
 

@@ -1,8 +1,13 @@
-"""Reference models that take a norm spec: MLP, LN-Net, Transformer, CNN.
+"""Reference models that take a norm spec: MLP, LN-Net, Transformer, CNN; and HF models.
 
 >>> from lnlab.models import build_model
 >>> model = build_model("mlp:depth=4,width=64,norm=groupln;groups=4,residual=pre",
 ...                     input_shape=(40,), num_classes=10)
+>>> bert = build_model("hf:bert:layers=2", input_shape=(16,), num_classes=2, vocab_size=64)
+
+``hf:ARCH`` / ``hf:PATH`` specs (see :mod:`lnlab.models.spec`) give an
+:class:`~lnlab.models.hf_classifier.HFClassifier`, so every command and experiment that
+builds its model here accepts Hugging Face models the same way.
 
 Every model keeps its blocks in a numbered container (``blocks.0``, ``blocks.1``, ...) so that
 :mod:`lnlab.surgery` reads block indices from names, as it does for Hugging Face models.
@@ -17,6 +22,7 @@ from lnlab.errors import LnlabError
 from lnlab.models.cnn import CNN, ConvBlock
 from lnlab.models.mlp import MLP, LNNet, PlainBlock, ResidualBlock, flat_features
 from lnlab.models.spec import (
+    HF_DEFAULTS,
     ModelInfo,
     ModelSpec,
     available_models,
@@ -29,6 +35,7 @@ from lnlab.models.transformer import Attention, FeedForward, Transformer, Transf
 
 __all__ = [
     "CNN",
+    "HF_DEFAULTS",
     "MLP",
     "Attention",
     "ConvBlock",
@@ -58,6 +65,9 @@ def build_model(spec: str | ModelSpec, *, input_shape: tuple[int, ...], num_clas
     given (transformer only). The model returns logits of shape ``(batch, num_classes)``
     (``(batch, tokens, num_classes)`` for a ``causal=true`` transformer, a language model) and
     carries its parsed spec as ``model.spec``.
+
+    An ``hf:`` spec gives a Hugging Face classifier taking ``(batch, L)`` token ids (vocabulary
+    ``vocab_size``, or the tiny config's 128 when None) or, for vision architectures, images.
     """
     ms = parse_model_spec(spec)
     shape = tuple(int(s) for s in input_shape)
@@ -65,6 +75,13 @@ def build_model(spec: str | ModelSpec, *, input_shape: tuple[int, ...], num_clas
         raise LnlabError(f"input_shape must be a non-empty tuple of positive sizes, got {shape}")
     if num_classes < 1:
         raise LnlabError(f"num_classes must be positive, got {num_classes}")
+    if ms.name == "hf":
+        from lnlab.models.hf_classifier import build_hf_spec
+
+        hf = build_hf_spec(ms, input_shape=shape, num_classes=num_classes,
+                           vocab_size=vocab_size)
+        hf.spec = ms
+        return hf
     if vocab_size is not None and ms.name != "transformer":
         raise LnlabError(f"model {ms.name!r} takes real-valued inputs; token ids "
                          "(vocab_size) need the transformer")

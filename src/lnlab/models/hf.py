@@ -1,11 +1,18 @@
-"""Tiny Hugging Face models built from configs (no download), for surgery and ``lnlab inspect``.
+"""Tiny Hugging Face models built from configs (no download), and safe local checkpoint loads.
 
 ``transformers`` is an optional extra (``pip install lnlab[hf]``); it is imported lazily and a
 missing install is reported as an :class:`~lnlab.errors.LnlabError`.
+
+Loading a local directory never runs code and never unpickles: every config and model load
+passes ``trust_remote_code=False`` and ``local_files_only=True``, a ``config.json`` with an
+``auto_map`` (custom modelling code shipped beside the weights) is refused before transformers
+sees it, and weights are read only from ``model.safetensors`` (``use_safetensors=True``); a
+directory with only ``pytorch_model.bin`` (a pickle) is refused with the command to convert it.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +21,8 @@ from torch import nn
 
 from lnlab.errors import LnlabError
 
-__all__ = ["TINY_ARCHS", "build_hf", "hf_example_input", "tiny_config"]
+__all__ = ["TINY_ARCHS", "arch_key", "build_hf", "checkpoint_files", "hf_example_input",
+           "load_config", "load_pretrained", "read_config_dict", "tiny_config"]
 
 TINY_ARCHS = ("bert", "distilbert", "roberta", "electra", "deberta-v2", "gpt2", "gpt_neo",
               "roberta-prelayernorm", "vit", "qwen2")
@@ -34,11 +42,102 @@ def _transformers() -> Any:
     return transformers
 
 
-def tiny_config(arch: str, *, layers: int = 6, hidden: int = 32, heads: int = 4,
-                vocab: int = 128) -> Any:
-    """A small config of a Hugging Face architecture (``model_type`` or alias)."""
+def arch_key(name: str) -> str:
+    """The canonical ``model_type`` of an architecture name or alias (gpt-neo -> gpt_neo)."""
+    key = name.strip().lower()
+    return _ALIASES.get(key, key)
+
+
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def _config_dir(source: str | Path) -> Path:
+    path = Path(source).expanduser()
+    cfg_dir = path.parent if path.is_file() else path
+    if not (cfg_dir / "config.json").is_file():
+        raise LnlabError(f"{source}: not a Hugging Face checkpoint directory (no config.json)")
+    return cfg_dir
+
+
+def read_config_dict(source: str | Path) -> dict[str, Any]:
+    """``config.json`` of a local directory as a dict, refused when it asks for custom code.
+
+    ``auto_map`` makes transformers import Python files from the directory (and ask whether
+    to run them); lnlab only builds models that transformers itself defines.
+    """
+    cfg_dir = _config_dir(source)
+    path = cfg_dir / "config.json"
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LnlabError(f"{path}: not a readable JSON config ({e})") from None
+    if not isinstance(cfg, dict):
+        raise LnlabError(f"{path}: a config must be a JSON object, got {type(cfg).__name__}")
+    if "auto_map" in cfg:
+        raise LnlabError(f"{path} declares custom modelling code (auto_map); lnlab never runs "
+                         "code from a model directory -- use a model type that transformers "
+                         "ships, or remove auto_map if the model does not need that code")
+    return cfg
+
+
+def load_config(source: str | Path) -> Any:
+    """A transformers config from a local directory: no download, no remote code."""
     tf = _transformers()
-    key = _ALIASES.get(arch.strip().lower(), arch.strip().lower())
+    read_config_dict(source)
+    cfg_dir = _config_dir(source)
+    try:
+        return tf.AutoConfig.from_pretrained(str(cfg_dir), local_files_only=True,
+                                             trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as e:
+        raise LnlabError(f"cannot read the config in {cfg_dir}: "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def checkpoint_files(source: str | Path) -> list[Path]:
+    """The safetensors weight files of a local checkpoint (empty for a config-only directory).
+
+    A directory whose weights exist only as pickles (``pytorch_model.bin``, ``*.pt``, ...) is
+    refused: unpickling can execute code, so lnlab does not do it, not even with
+    ``weights_only=True``.
+    """
+    cfg_dir = _config_dir(source)
+    safe = sorted(cfg_dir.glob("*.safetensors"))
+    if safe:
+        return safe
+    pickles = sorted(p.name for p in cfg_dir.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+    if pickles:
+        raise LnlabError(
+            f"{cfg_dir} holds weights only as pickle files ({', '.join(pickles[:3])}), which "
+            "lnlab does not load because unpickling can run code; convert them once, in an "
+            "environment you trust, with: python -c \"import transformers as t; "
+            f"t.AutoModel.from_pretrained('{cfg_dir}').save_pretrained('{cfg_dir}')\" "
+            "(writes model.safetensors)")
+    return []
+
+
+def load_pretrained(auto_cls: Any, source: str | Path, **kwargs: Any) -> Any:
+    """``auto_cls.from_pretrained`` on a local directory with safetensors weights only, no
+    remote code and no download; a config-only directory builds the model from its config
+    (random weights, from torch's global RNG)."""
+    cfg = load_config(source)
+    cfg_dir = _config_dir(source)
+    loader = {k: kwargs.pop(k) for k in ("ignore_mismatched_sizes",) if k in kwargs}
+    for k, v in kwargs.items():  # config overrides such as num_labels
+        setattr(cfg, k, v)
+    if not checkpoint_files(cfg_dir):
+        return auto_cls.from_config(cfg)
+    return auto_cls.from_pretrained(str(cfg_dir), config=cfg, local_files_only=True,
+                                    trust_remote_code=False, use_safetensors=True, **loader)
+
+
+def tiny_config(arch: str, *, layers: int = 3, hidden: int = 32, heads: int = 4,
+                vocab: int = 128) -> Any:
+    """A small config of a Hugging Face architecture (``model_type`` or alias).
+
+    The defaults are :data:`lnlab.models.spec.HF_DEFAULTS`, the size ``hf:ARCH`` means.
+    """
+    tf = _transformers()
+    key = arch_key(arch)
     tok = {"vocab_size": vocab, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
     common = {"hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
               "intermediate_size": 2 * hidden, "max_position_embeddings": 64, **tok}
@@ -72,26 +171,19 @@ def tiny_config(arch: str, *, layers: int = 6, hidden: int = 32, heads: int = 4,
                          f"{', '.join(TINY_ARCHS)} (or give a local config directory)") from None
 
 
-def build_hf(source: str, *, layers: int = 6, classify: bool = False,
+def build_hf(source: str, *, layers: int = 3, classify: bool = False,
              num_labels: int = 2) -> nn.Module:
     """A randomly initialised Hugging Face model from an architecture name or a local path.
 
     ``source`` is an architecture (``"bert"``; tiny config with ``layers`` blocks) or a local
     directory / ``config.json`` (its config, weights not loaded: surgery needs the structure).
     ``classify`` builds the sequence- or image-classification head with ``num_labels``.
+    Commands build HF models through :func:`lnlab.models.build_model` (``hf:ARCH``/``hf:PATH``);
+    this is the plain-backbone helper for tests and scripts.
     """
     tf = _transformers()
     path = Path(source)
-    if path.exists():
-        cfg_dir = path.parent if path.is_file() else path
-        if not (cfg_dir / "config.json").exists():
-            raise LnlabError(f"{source}: no config.json there")
-        try:
-            cfg = tf.AutoConfig.from_pretrained(str(cfg_dir), local_files_only=True)
-        except (OSError, ValueError) as e:
-            raise LnlabError(f"cannot read the config in {cfg_dir}: {e}") from None
-    else:
-        cfg = tiny_config(source, layers=layers)
+    cfg = load_config(path) if path.exists() else tiny_config(source, layers=layers)
     if classify:
         cfg.num_labels = num_labels
         for auto in (tf.AutoModelForSequenceClassification, tf.AutoModelForImageClassification):

@@ -32,6 +32,7 @@ from lnlab.norms.modules import (
     NormMath,
     RMSNorm,
 )
+from lnlab.specs import SpecError, parse_bool, parse_options, split_spec
 
 __all__ = [
     "NormForm",
@@ -47,16 +48,6 @@ __all__ = [
     "parse_bool",
     "parse_spec",
 ]
-
-
-def parse_bool(v: str) -> bool:
-    """A spec option's boolean: true/false, yes/no, on/off, 1/0 (any case)."""
-    s = v.strip().lower()
-    if s in ("1", "true", "yes", "on"):
-        return True
-    if s in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected a boolean (true/false), got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -194,72 +185,40 @@ def _canonical(name: str) -> str:
     key = name.strip().lower().replace("-", "_")
     key = _ALIASES.get(key, key)
     if key not in _REGISTRY:
-        raise ValueError(f"unknown norm {name!r}; valid names: {', '.join(available())}")
+        raise SpecError(f"unknown norm {name!r}; valid names: {', '.join(available())}")
     return key
 
 
 # --------------------------------------------------------------------------- specs
 
-def _split_spec(spec: str) -> tuple[str, dict[str, str]]:
-    """The spec grammar, and nothing else: ``"name[:opt=value,...]"`` -> (name, raw options)."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"a norm spec must be a non-empty string, got {spec!r}")
-    name, _, rest = spec.partition(":")
-    raw: dict[str, str] = {}
-    for item in filter(None, (p.strip() for p in rest.split(","))):
-        key, eq, value = item.partition("=")
-        key = key.strip()
-        if not eq:
-            raise ValueError(f"norm option {item!r} in {spec!r} must look like name=value")
-        if key in raw:
-            raise ValueError(f"norm option {key!r} given twice in {spec!r}")
-        raw[key] = value.strip()
-    return name, raw
-
-
-def _unknown(info: NormInfo, key: str) -> ValueError:
+def _unknown(info: NormInfo, key: str) -> SpecError:
     valid = ", ".join(o.name for o in info.options) or "none"
-    return ValueError(f"unknown option {key!r} for norm {info.name!r}; valid options: {valid}")
+    return SpecError(f"unknown option {key!r} for norm {info.name!r}; valid options: {valid}")
 
 
 def _check_value(info: NormInfo, opt: Option, val: Any, shown: str) -> None:
     if opt.choices and val not in opt.choices:
-        raise ValueError(f"{info.name} option {opt.name} must be one of {', '.join(opt.choices)}")
+        raise SpecError(f"{info.name} option {opt.name} must be one of {', '.join(opt.choices)}")
     if opt.check is not None and not opt.check(val):
-        raise ValueError(f"bad value for {info.name} option {opt.name}={shown}: {opt.check_msg}")
-
-
-def _typed_options(info: NormInfo, raw: dict[str, str]) -> dict[str, Any]:
-    """Option validation: the row's defaults, overridden by ``raw`` converted and checked."""
-    opts = {o.name: o for o in info.options}
-    values = {o.name: o.default for o in info.options}
-    for key, text in raw.items():
-        if key not in opts:
-            raise _unknown(info, key)
-        opt = opts[key]
-        try:
-            val = opt.type(text)
-        except ValueError as e:
-            raise ValueError(f"bad value for {info.name} option {key!r}: {e}") from None
-        _check_value(info, opt, val, text)
-        values[key] = val
-    return values
+        raise SpecError(f"bad value for {info.name} option {opt.name}={shown}: {opt.check_msg}")
 
 
 def parse_spec(spec: str | NormSpec) -> NormSpec:
-    """Parse ``"name[:opt=value,...]"`` into a NormSpec, validating names, options and values."""
+    """Parse ``"name[:opt=value,...]"`` into a NormSpec, validating names, options and values
+    (grammar and types: :mod:`lnlab.specs`; errors are :class:`lnlab.specs.SpecError`)."""
     if isinstance(spec, NormSpec):
         return spec
-    name, raw = _split_spec(spec)
-    info = _REGISTRY[_canonical(name)]
-    return NormSpec(info.name, _typed_options(info, raw))
+    name, items = split_spec(spec, what="norm")
+    canon = _canonical(name)
+    return NormSpec(canon, parse_options(items, _REGISTRY[canon].options,
+                                         owner=canon, what="norm"))
 
 
 def explicit_options(spec: str | NormSpec) -> set[str]:
     """The options a spec sets itself (a NormSpec counts as setting all of them)."""
     if isinstance(spec, NormSpec):
         return set(spec.options)
-    return set(_split_spec(spec)[1])
+    return {key for key, _ in split_spec(spec, what="norm")[1]}
 
 
 def make_norm(spec: str | NormSpec, dim: int | tuple[int, ...], **kwargs: Any) -> nn.Module:
