@@ -101,11 +101,15 @@ def test_run_reads_options_and_experiment_settings(tmp_path, captured_run):
     assert kw["options"] == {"epochs": "2"}
 
 
-def test_run_takes_a_list_of_options_too(tmp_path, captured_run):
-    path = write(tmp_path, "option: [epochs=2]\nworkers: 1\n")
+def test_run_takes_a_list_of_options_and_the_experiment_too(tmp_path, captured_run):
+    path = write(tmp_path, "experiment: capacity\noption: [epochs=2]\nworkers: 1\n")
     with pytest.raises(Captured) as info:
-        main(["run", "baselines", "--config", str(path)])
+        main(["run", "--config", str(path)])
+    assert info.value.args[0] == "capacity"
     assert info.value.args[2]["options"] == {"epochs": "2"}
+    with pytest.raises(Captured) as info:  # the argument on the command line wins
+        main(["run", "baselines", "--config", str(path)])
+    assert info.value.args[0] == "baselines"
 
 
 @pytest.mark.parametrize(("doc", "message"), [
