@@ -22,7 +22,7 @@ $(VENV)/.installed-demo: $(VENV)/.torch pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.torch pyproject.toml
-	$(BIN)/pip install -q -e ".[data,files,hf,ray,test]"
+	$(BIN)/pip install -q -e ".[data,files,hf,ray,test,parquet,export-tb,export-mlflow]"
 	touch $@
 
 demo: $(VENV)/.installed-demo

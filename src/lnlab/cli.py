@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "runs",
     "audit",
     "lnnet",
+    "export",
 ]
 
 for _name in COMMAND_MODULES:

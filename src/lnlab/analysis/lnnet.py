@@ -14,11 +14,12 @@ classes; the readout is argmax_c q_cᵀ z with q_c the single point left for cla
 
 Two merge strategies are implemented:
 
-* ``"fold"`` — the reconstruction in ``ni_nonlinearity.md`` §2: project onto v ⟂ (u_i - u_j)
+* ``"fold"`` — the reconstruction in ``docs/papers/ni_nonlinearity.md`` §2: project onto
+  v ⟂ (u_i - u_j)
   (o at infinity: a fold of the circle about the pair's bisector), then put the projections
   on the line {t E1 + h E2}, h = 0.4, which LN bends onto a half circle. Every fold squashes
   the points near its axis quadratically, and the squashing compounds: in float64 it starts
-  to fail from a few tens of points (see the README's LN-Net section for the measured limit).
+  to fail from a few tens of points (see docs/analyses.md, LN-Nets, for the measured limit).
 * ``"project"`` (default) — a central projection (*) from a *finite* point o just beyond u_i
   on the chord to u_j, followed by a stretch M that brings the cone of output directions back
   to a fixed span. The pair, the side and the distance of o are chosen by an exhaustive

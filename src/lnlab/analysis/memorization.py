@@ -1,6 +1,6 @@
 """Singhal & Kim's LN-removal protocol on any classifier: noisy labels, intact vs removed.
 
-The protocol (research notes §1–2), reusable on a user's model and data:
+The protocol (``docs/papers/singhal_kim.md`` §1–2), reusable on a user's model and data:
 
 1. A share ``noise`` of the training labels is flipped to a uniformly drawn *other* class
    (``lnlab.data.apply_label_noise``: exactly ``round(noise · n)`` samples).

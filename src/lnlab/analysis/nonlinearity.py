@@ -1,6 +1,6 @@
 """Hessian-based nonlinearity of LN and LN-G, in closed form and by autograd.
 
-The measure (reconstructed, ``ni_nonlinearity.md`` §3.2) is
+The measure (reconstructed, ``docs/papers/ni_nonlinearity.md`` §3.2) is
 
     H(f; x) = sum_i ‖∇²_x f_i(x)‖_F²
 

@@ -82,7 +82,7 @@ VERDICTS = {
     "not invariant": "rescaling changes the function: weight decay constrains this group",
     "unused": "the output does not depend on these parameters at all",
 }
-"""What each verdict means (also printed by ``lnlab audit`` and in the README)."""
+"""What each verdict means (also printed by ``lnlab audit`` and in docs/analyses.md)."""
 
 
 # ----------------------------------------------------------------------------- helpers

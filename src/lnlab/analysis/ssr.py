@@ -1,6 +1,7 @@
 """SSR and its linear-invariant lower bound LSSR: a test that a layer is *not* linear.
 
-Definitions (Fisher-type reconstruction of Ni et al. 2024, see ``ni_nonlinearity.md`` §1.3):
+Definitions (Fisher-type reconstruction of Ni et al. 2024, ``docs/papers/ni_nonlinearity.md``
+§1.3):
 for labelled points x_i with class means mu_c, global mean mu and class sizes n_c,
 
     S_W = sum_c sum_{i in c} (x_i - mu_c)(x_i - mu_c)^T        within-class scatter

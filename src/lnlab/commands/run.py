@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from lnlab.commands.config_file import CONFIG_OPTION
 from lnlab.errors import LnlabError
 from lnlab.experiments import EXPERIMENTS
 
@@ -69,6 +70,7 @@ def register(app: typer.Typer) -> None:
     @app.command("run")
     def run_cmd(
         experiment: str = typer.Argument(..., help=f"experiment: {', '.join(EXPERIMENTS)}"),
+        config: Path | None = CONFIG_OPTION,
         scale: str = typer.Option("quick", help="quick (CPU minutes) | full (paper-sized)"),
         seeds: int = typer.Option(None, help="number of seeds (default: the experiment's)"),
         out: Annotated[Path, typer.Option(help="output directory (store + report)")] = OUT,

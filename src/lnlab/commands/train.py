@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -18,6 +19,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from lnlab.commands.config_file import CONFIG_OPTION
+
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
@@ -28,6 +31,7 @@ def _fmt(v: Any) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
+        config: Path | None = CONFIG_OPTION,
         model: str = typer.Option("mlp", help="model spec, e.g. mlp:depth=2,width=100 "
                                   "(see lnlab inspect)"),
         norm: str = typer.Option(None, help="norm spec replacing the model's, e.g. "

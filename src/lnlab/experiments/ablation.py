@@ -2,7 +2,7 @@
 
 Method (after Xu et al., "Understanding and Improving Layer Normalization", NeurIPS 2019).
 Every norm of a model is replaced by one variant (the paper's definition, not the released
-snapshot's, which swaps only the final norms; research note §4.3):
+snapshot's, which swaps only the final norms; docs/papers/xu_adanorm_and_weight_decay.md §4.3):
 
 - *none*: identity ("w/o Norm");
 - *layernorm*: g ⊙ N(x) + b with N(x) = (x − μ)/σ;

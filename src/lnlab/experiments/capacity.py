@@ -1,6 +1,6 @@
 """LayerNorm's nonlinearity and the capacity of LN-Nets and LN-G (Ni et al., ICML 2024).
 
-Method (research notes ``ni_nonlinearity.md``; claim numbers follow its §5). Four run kinds:
+Method (``docs/papers/ni_nonlinearity.md``; claim numbers follow its §5). Four run kinds:
 
 * ``theory`` (no training, one run per seed): the measurements behind claims 1–5 and 7 —
   LN's shift/scale invariance and non-additivity on Gaussian vectors (claim 1); random affine
@@ -81,7 +81,7 @@ PRACTICAL = {  # family → (spec with {norm}, LN-G groups giving 8 features per
 }
 
 # --------------------------------------------------------------------------------- claims
-# Written from the notes (§5) before any run. "points" = percentage points.
+# Written from docs/papers/ni_nonlinearity.md (§5) before any run. "points" = percentage points.
 CLAIMS = [
     Claim("ni.1a", NOTES + " §1.1, claim 1",
           "LN (eps = 0) is invariant to x → x + c·1 and x → αx (α > 0).",

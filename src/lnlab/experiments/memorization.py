@@ -1,6 +1,7 @@
 """LayerNorm and memorization in Pre-LN vs Post-LN transformers (Singhal & Kim, NeurIPS 2025).
 
-Method (research notes §1–2; protocol code in :mod:`lnlab.analysis.memorization`). A share of
+Method (``docs/papers/singhal_kim.md`` §1–2; protocol code in
+:mod:`lnlab.analysis.memorization`). A share of
 the training labels is flipped to a uniformly drawn other class. From one initialization we
 train an **LN-intact** model until its training accuracy (on the noisy labels) reaches 100%
 (capped at ``max_epochs``; the report states whether it got there), and **LN-removed** copies
@@ -79,7 +80,7 @@ RECIPE: dict[str, Any] = {"optimizer": "adam", "lr": 3e-3, "batch_size": 100,
 GROUP_ARMS = ("early", "middle", "later")
 
 # --------------------------------------------------------------------------- claims
-# Written from the research notes (§6) before any run. "points" = percentage points.
+# Written from docs/papers/singhal_kim.md (§6) before any run. "points" = percentage points.
 # Every claim is tested on one setting; ids say which (regime in the statement).
 _SET_DESC = {"mnist1d": "lnlab transformers on MNIST-1D, from scratch",
              "tokens-hf": "HF BERT (Post-LN) vs GPT-2 (Pre-LN) on the token task, from scratch",

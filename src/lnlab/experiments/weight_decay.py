@@ -3,7 +3,8 @@
 Question. The weight-decay blog (Dar 2023) argues that in a ReLU MLP with LayerNorm and no
 residual connections every hidden layer can be rescaled without changing the function, so
 weight decay is statically useless there except on the readout; pre-norm residuals break the
-symmetry, post-norm ones do not. The research notes (xu_adanorm_and_weight_decay.md, part (b),
+symmetry, post-norm ones do not. The notes
+(``docs/papers/xu_adanorm_and_weight_decay.md``, part (b),
 §5–§7) refine this: it depends on the exact block form and on a final norm, and in training
 weight decay still acts through the effective learning rate η/‖w‖² of each scale-invariant
 group. This experiment measures both halves.
