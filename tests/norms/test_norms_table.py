@@ -253,9 +253,10 @@ def test_state_dicts_load_from_torch_layernorm(spec: str) -> None:
     m = make_norm(spec, 6)
     w, b = m.state_dict().get("weight"), m.state_dict().get("bias")
     ref = nn.LayerNorm(6, elementwise_affine=w is not None, bias=b is not None)
+    gen = torch.Generator().manual_seed(7)
     with torch.no_grad():
         for p in ref.parameters():
-            p.uniform_(-1.0, 1.0)
+            p.uniform_(-1.0, 1.0, generator=gen)
     assert set(m.state_dict()) == set(ref.state_dict())
     m.load_state_dict(ref.state_dict())  # strict
     for k, v in ref.state_dict().items():
