@@ -244,6 +244,25 @@ def test_torch_feature_norms_math_matches_their_forward(module: nn.Module, kind:
     torch.testing.assert_close(m(x), ref, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("spec", ["layernorm", "layernorm:bias=false", "layernorm_simple",
+                                  "detachnorm", "detachnorm:affine=true", "adanorm",
+                                  "groupln:groups=2", "groupln:affine=false", "rmsnorm",
+                                  "rmsnorm:bias=true", "none"])
+def test_state_dicts_load_from_torch_layernorm(spec: str) -> None:
+    """Every variant's state dict is an ``nn.LayerNorm``'s with the same affine setting."""
+    m = make_norm(spec, 6)
+    w, b = m.state_dict().get("weight"), m.state_dict().get("bias")
+    ref = nn.LayerNorm(6, elementwise_affine=w is not None, bias=b is not None)
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.uniform_(-1.0, 1.0, generator=gen)
+    assert set(m.state_dict()) == set(ref.state_dict())
+    m.load_state_dict(ref.state_dict())  # strict
+    for k, v in ref.state_dict().items():
+        assert torch.equal(m.state_dict()[k], v)
+
+
 def test_torch_subclassing_follows_the_function() -> None:
     """A variant is a torch class exactly when it computes that class's function."""
     torch_class = {"layernorm": nn.LayerNorm, "layernorm_simple": nn.LayerNorm,

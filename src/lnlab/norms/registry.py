@@ -225,7 +225,11 @@ def make_norm(spec: str | NormSpec, dim: int | tuple[int, ...], **kwargs: Any) -
     """Build the norm named by ``spec`` over trailing features of size ``dim``: the table row's
     class, constructed with the validated options.
 
-    Extra keyword arguments (e.g. ``device``, ``dtype``) go to the module's constructor.
+    Extra keyword arguments (``device``, ``dtype``) go to the module's constructor; options
+    belong in the spec. Bad names, options or values raise ``ValueError`` listing the valid ones.
+
+    >>> make_norm("groupln:groups=4,impl=composite", 256)
+    GroupLayerNorm((256,), eps=1e-05, elementwise_affine=True, bias=True, groups=4)
     """
     ns = parse_spec(spec)
     info = _REGISTRY.get(ns.name)
