@@ -23,7 +23,7 @@ from lnlab.analysis.memorization import (
 from lnlab.errors import LnlabError
 from lnlab.experiments import get_experiment
 from lnlab.experiments import memorization as mz
-from lnlab.experiments.claims import evaluate
+from lnlab.experiments.claims import evaluate, evaluate_all
 from lnlab.experiments.framework import Results, Run
 from lnlab.models.hf_classifier import build_hf_classifier, hf_placement, parse_hf_model
 from lnlab.train import TrainConfig, make_model
@@ -229,7 +229,7 @@ def test_hf_init_loads_a_local_checkpoint(tmp_path):
 def test_sweeps_build_and_are_valid():
     exp = get_experiment("memorization")
     quick, seeds = exp.configs("quick")
-    assert seeds == [0, 1, 2] and len(quick) == 18
+    assert seeds == [0, 1, 2, 3, 4] and len(quick) == 30
     assert {c["setting"] for c in quick} == {"mnist1d", "tokens-hf", "mnist1d-ft"}
     assert {c["regime"] for c in quick} == {"scratch", "finetune"}
     from lnlab.data import load_dataset
@@ -238,7 +238,7 @@ def test_sweeps_build_and_are_valid():
         n = len(load_dataset(c["train"]["data"]).y_train)
         assert round(c["noise"] * n) >= 100
     full, _ = exp.configs("full")
-    assert len(full) == 3 * (2 + 2 + 3 + 2) * 3  # noise rates × models × seeds
+    assert len(full) == 3 * (2 + 2 + 3 + 2) * 5  # noise rates × models × seeds
 
 
 def test_user_options_and_errors(tmp_path):
@@ -276,7 +276,7 @@ def _fake(pre_drop=8.0, post_drop=0.0, post_mem=25, post_rec=65, pre_rec=15):
             arms = {"intact": _summ(0.90, 100, 0, 0.10),
                     "all": _summ(0.90 - drop / 100, post_mem if fam == "post" else 60,
                                  post_rec if fam == "post" else pre_rec,
-                                 0.10 + (0.05 if fam == "pre" else -0.01)),
+                                 0.10 + (0.05 if fam == "pre" else -0.02)),
                     "early": _summ(0.80 if fam == "pre" else 0.9, 20, 70, 0.2),
                     "middle": _summ(0.85, 40, 50, 0.15), "later": _summ(0.88, 60, 30, 0.12)}
             for arm, d in arms.items():
@@ -304,9 +304,13 @@ def test_analysis_and_verdicts_on_known_numbers(tmp_path):
     assert ms["mnist1d: geometric mean over block LNs of ratio[pre]/ratio[post]"].mean == \
         pytest.approx(5.0)
     assert ms["mnist1d: Spearman ρ(depth, learn norm) [post]"].mean == pytest.approx(-1.0)
-    assert ms["mnist1d: mem[post, early] − min(middle, later)"].mean == pytest.approx(-20.0)
+    # early − mean(middle, later): 20 − (40 + 60)/2
+    assert ms["mnist1d: mem[post, early] − mean(middle, later)"].mean == pytest.approx(-30.0)
+    assert ms["mnist1d: min over models of intact final train acc (%)"].mean == 100.0
     assert ms["max |mem + rec + rand − 1| over models"].mean == 0.0
-    v = {c.id: evaluate(c, ms).verdict for c in mz.CLAIMS if c.id.endswith(".mnist1d")}
+    v = {r.claim.id: r.verdict for r in evaluate_all(mz.CLAIMS, ms)
+         if r.claim.id.endswith(".mnist1d")}
+    assert v["sk.precondition.mnist1d"] == "pass"
     assert v["sk.1.mnist1d"] == v["sk.2.mnist1d"] == v["sk.3.mnist1d"] == "supported"
     assert v["sk.4.mnist1d"] == v["sk.8.mnist1d"] == v["sk.9.mnist1d"] == "supported"
     assert v["sk.6.mnist1d"] == v["sk.7.mnist1d"] == v["sk.7b.mnist1d"] == "supported"
@@ -317,6 +321,13 @@ def test_analysis_and_verdicts_on_known_numbers(tmp_path):
     vb = {c.id: evaluate(c, bad).verdict for c in mz.CLAIMS if c.id.endswith(".mnist1d")}
     assert vb["sk.1.mnist1d"] == vb["sk.3.mnist1d"] == vb["sk.2b.mnist1d"] == "contradicted"
     assert vb["sk.3b.mnist1d"] == vb["sk.4.mnist1d"] == "contradicted"
+    # one seed short of 99% training accuracy fails the gate: dependent claims inconclusive
+    runs = _fake().runs
+    runs[0].summary["intact/final_train_acc"] = 0.97
+    gated = {r.claim.id: r for r in evaluate_all(mz.CLAIMS, mz.analyze(Results(runs)))}
+    assert gated["sk.precondition.mnist1d"].verdict == "fail"
+    assert gated["sk.2.mnist1d"].verdict == "inconclusive"
+    assert "precondition failed" in gated["sk.2.mnist1d"].reason
 
 
 @pytest.mark.slow
