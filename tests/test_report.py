@@ -182,3 +182,22 @@ def test_report_flags_claims_edited_after_the_sweep(tmp_path, monkeypatch):
     assert doc["experiments"][0]["problems"] == [
         "claim toy.missing: 'nothing' was not measured (analysis defect)",
         "claim toy.never was changed after this sweep ran (its verdict uses the new definition)"]
+
+
+def test_report_names_the_scale_that_can_decide_a_noisy_claim():
+    from lnlab.experiments.claims import evaluate
+    from lnlab.report.build import ExperimentSection
+    from lnlab.runner.store import SweepRow
+
+    c = Claim("x.1", "s", "a small effect", "d", "> 0.5", Effect(">", 0.5))
+    noisy = evaluate(c, {"d": m(0.0, 1.0, -0.5, 1.5, 0.7)})
+    assert noisy.verdict == "inconclusive" and noisy.seeds_needed > 5
+    sw = SweepRow(1, "x", "quick", [0, 1, 2, 3, 4], {}, [], {}, "t0", "t1")
+    note = ExperimentSection("x", "", sw, {}, seeds_by_scale={"quick": 5, "full": 10}) \
+        .scale_note(noisy)
+    assert note.startswith("cannot be decided at quick scale with 5 seeds: about "
+                           f"{noisy.seeds_needed} seeds needed (full scale runs 10)")
+    assert note.endswith(f"use --seeds {noisy.seeds_needed}")
+    clear = evaluate(c, {"d": m(3.0, 3.1, 2.9, 3.05, 2.95)})
+    assert clear.seeds_needed is None and ExperimentSection(
+        "x", "", sw, {}, seeds_by_scale={"quick": 5}).scale_note(clear) == ""

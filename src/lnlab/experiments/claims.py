@@ -538,6 +538,19 @@ class ClaimResult:
     def kind(self) -> str:
         return self.claim.kind
 
+    @property
+    def seeds_needed(self) -> int | None:
+        """For an inconclusive empirical claim whose run could not detect its minimal effect:
+        about how many seeds would (at the observed spread); None otherwise."""
+        r, s, m = self.claim.rule, self.stats, self.measurement
+        if self.verdict != "inconclusive" or s is None or m is None or m.n < 2:
+            return None
+        minimal = getattr(r, "minimal", None) or getattr(r, "margin", None)
+        if minimal is None or s.detectable <= minimal:
+            return None
+        return seeds_needed(statistics.stdev(m.finite), minimal,
+                            1 - getattr(r, "confidence", 0.95))
+
     def to_dict(self) -> dict[str, Any]:
         d = {**self.claim.to_dict(), "experiment": self.experiment, "verdict": self.verdict,
              "reason": self.reason,
@@ -553,6 +566,7 @@ class ClaimResult:
                                                                    "confidence", None),
                                              "detectable_effect": None, "method": None})
             d["n"] = m.n if m else 0
+            d["seeds_needed"] = self.seeds_needed
         return d
 
 

@@ -46,6 +46,19 @@ class ExperimentSection:
     figures: list[Path] = field(default_factory=list)
     table: tuple[list[str], list[list[str]]] = field(default_factory=lambda: ([], []))
     problems: list[str] = field(default_factory=list)
+    seeds_by_scale: dict[str, int] = field(default_factory=dict)
+
+    def scale_note(self, c: ClaimResult) -> str:
+        """Why an inconclusive claim could not be decided at this scale, and what can."""
+        need = c.seeds_needed
+        if need is None or c.measurement is None:
+            return ""
+        n, scale = c.measurement.n, self.sweep.scale
+        other = [f"{k} scale runs {v}" for k, v in self.seeds_by_scale.items() if k != scale]
+        where = ("full scale" if self.seeds_by_scale.get("full", 0) >= need
+                 else f"--seeds {need}")
+        return (f"cannot be decided at {scale} scale with {n} seeds: about {need} seeds "
+                f"needed ({'; '.join(other) or 'no other scale'}); use {where}")
 
 
 @dataclass
@@ -105,7 +118,8 @@ def collect(out_dir: str | Path,
                 continue
             results = Results.from_store(store, sw.keys, experiment=exp.name, scale=sw.scale,
                                          seeds=sw.seeds)
-            sec = ExperimentSection(exp.name, exp.description, sw, counts)
+            sec = ExperimentSection(exp.name, exp.description, sw, counts,
+                                    seeds_by_scale=dict(exp.seeds))
             if counts["pending"] or counts["running"]:
                 sec.problems.append(f"{counts['pending'] + counts['running']} run(s) not done "
                                     "yet: re-run the same command to finish the sweep")
@@ -236,10 +250,15 @@ def render_json(rep: Report) -> str:
                          else str(p) for p in s.figures]}
             for s in rep.sections
         ],
-        "claims": [c.to_dict() for c in rep.claims],
+        "claims": [{**c.to_dict(), "scale_note": _section(rep, c).scale_note(c)}
+                   for c in rep.claims],
         "checks": [c.to_dict() for c in rep.checks],
     }
     return json.dumps(doc, indent=2, allow_nan=False) + "\n"
+
+
+def _section(rep: Report, c: ClaimResult) -> ExperimentSection:
+    return next(s for s in rep.sections if any(x is c for x in s.claims))
 
 
 def _md(text: str) -> str:
@@ -287,7 +306,8 @@ def render_markdown(rep: Report) -> str:
         if s.claims:
             lines += ["| claim | rule | verdict | why |", "|---|---|---|---|"]
             lines += [f"| {_md(c.claim.id)} | {_md(c.claim.rule.describe())} | {c.verdict} "
-                      f"| {_md(c.reason)} |" for c in s.claims]
+                      f"| {_md(c.reason)}{_md('; ' + s.scale_note(c) if s.scale_note(c) else '')} |"
+                      for c in s.claims]
             lines.append("")
         header, rows = s.table
         if rows:
@@ -355,7 +375,9 @@ def render_html(rep: Report) -> str:
             f"{e(c.claim.rule.describe())}</div></td><td class='num'>{e(measured_text(c))}</td>"
             f"<td class='num'>{n}</td><td class='num'>{e(per_seed_text(c))}</td>"
             f"<td class='num'>{e(detectable_text(c))}</td>"
-            f"<td>{_badge(c.verdict)}<div class='why'>{e(c.reason)}</div></td></tr>")
+            f"<td>{_badge(c.verdict)}<div class='why'>{e(c.reason)}"
+            f"{e('; ' + _section(rep, c).scale_note(c)) if _section(rep, c).scale_note(c) else ''}"
+            "</div></td></tr>")
     parts.append("</table>")
     parts.append("<h2>Checks</h2><table><tr><th>experiment</th><th>check</th><th>expected</th>"
                  "<th>tolerance</th><th>measured</th><th>n</th><th>outcome</th></tr>")
