@@ -414,3 +414,36 @@ def test_gradient_growth_measure():
     m = mz._growth(Results(runs))
     # pre: 4 / (1 + 3/3) = 2; post: 1 → geometric mean √2
     assert m.mean == pytest.approx(math.sqrt(2.0)) and m.n == 3
+
+
+def test_gradient_sites_follow_forward_order_with_twelve_blocks():
+    """With ≥ 10 blocks the key-sorted stored summary lists blocks 0, 1, 10, 11, 2, …; the
+    analysis must use find_norms' forward order (recorded with the run) instead."""
+    import json
+
+    from lnlab.analysis.gradients import gradient_norms
+    from lnlab.analysis.memorization import grad_summary
+    from lnlab.models import build_model
+    from lnlab.surgery import find_norms
+
+    torch.manual_seed(0)
+    model = build_model("transformer:layers=12,dim=8,heads=2,ln=pre,patch=8,mlp_ratio=2",
+                        input_shape=(40,), num_classes=4).double()
+    x, y = torch.randn(6, 40, dtype=torch.float64), torch.randint(0, 4, (6,))
+    res = gradient_norms(model, (x, y), (x[:3], y[:3]))
+    summary = {f"intact/{k}": v for k, v in grad_summary(res.sites).items()}
+    stored = json.loads(json.dumps(summary, sort_keys=True))  # what the store gives back
+    run = Run("r", {"train": {"seed": 0}}, "finished", stored, [])
+    forward = [s.name for s in find_norms(model, x[:1])]
+    assert [n for n, _ in mz._sites(run)] == forward
+    keyed = [k.split("/")[-1] for k in stored if k.startswith("intact/gradfinal/learn_total/")]
+    assert keyed != forward  # the stored key order really is different
+    blocks = [n for n, _ in mz._block_sites(run, "learn_total")]
+    assert blocks == [s.name for s in find_norms(model, x[:1]) if s.block is not None]
+    assert len(blocks) == 24 and blocks[2] == "blocks.1.norm1" and blocks[-1] == \
+        "blocks.11.norm2"
+    # the depth trend is read in that order: a norm that falls with depth gives ρ = −1
+    fake = dict(stored)
+    for i, n in enumerate(forward):
+        fake[f"intact/gradfinal/learn_total/{n}"] = 100.0 - i
+    assert mz._depth_rho(Run("r", {"train": {"seed": 0}}, "finished", fake, [])) == -1.0

@@ -440,17 +440,41 @@ def _gap(arm: str) -> Any:
     return f
 
 
+def _natural(name: str) -> tuple:
+    """Sort key reading digit runs as numbers (blocks.2 before blocks.10)."""
+    import re
+
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+
+
 def _sites(r: Run, arm: str = "intact", kind: str = "learn_total") -> list[tuple[str, float]]:
+    """(site, value) in forward order: the order ``find_norms`` recorded with the run
+    (``gradfinal/order``), never the order of keys in the stored (key-sorted) summary. Runs
+    stored before the order was recorded fall back to a natural sort of the names."""
     pre = f"{arm}/gradfinal/{kind}/"
-    return [(k[len(pre):], float(v)) for k, v in r.summary.items()
+    order = _site_info(r, arm, "order")
+    vals = [(k[len(pre):], float(v)) for k, v in r.summary.items()
             if k.startswith(pre) and isinstance(v, int | float)]
+    if order and all(n in order for n, _ in vals):
+        return sorted(vals, key=lambda nv: order[nv[0]])
+    return sorted(vals, key=lambda nv: _natural(nv[0]))
+
+
+def _site_info(r: Run, arm: str, what: str) -> dict[str, float]:
+    pre = f"{arm}/gradfinal/{what}/"
+    return {k[len(pre):]: float(v) for k, v in r.summary.items()
+            if k.startswith(pre) and isinstance(v, int | float)}
 
 
 def _block_sites(r: Run, kind: str) -> list[tuple[str, float]]:
     """Per-block LN sites in forward order (embedding/final norms left out: no depth)."""
     import re
 
-    return [(n, v) for n, v in _sites(r, "intact", kind) if re.search(r"\.\d+\.", n)]
+    block = _site_info(r, "intact", "block")
+    sites = _sites(r, "intact", kind)
+    if block and all(n in block for n, _ in sites):
+        return [(n, v) for n, v in sites if block[n] >= 0]
+    return [(n, v) for n, v in sites if re.search(r"\.\d+\.", n)]
 
 
 def _spearman(xs: list[float], ys: list[float]) -> float:
