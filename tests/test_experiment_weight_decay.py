@@ -209,6 +209,10 @@ def test_analysis_and_verdicts_on_known_numbers(tmp_path):
     assert v["B7.control_ln_acc"] == "supported"  # control and decayed accuracies equal
     assert v["B7.change"] == "supported" and v["B7.control_ln"] == "supported"
     assert v["B7.control_pre"] == "supported"
+    # every arch lost 3 points with λ_max here: the blog's thesis is contradicted for the
+    # residual net, holds for the plain one, and the contrast (0) is contradicted
+    assert v["blog.thesis_residual"] == "contradicted" and v["blog.thesis_plain"] == "supported"
+    assert v["blog.thesis_contrast"] == "contradicted"
     assert all(c.metric in ms for c in wd.CLAIMS), [c.metric for c in wd.CLAIMS
                                                      if c.metric not in ms]
     header, rows = wd.table(res)
