@@ -165,7 +165,9 @@ def test_cli_run_reproduce_and_report_end_to_end(tmp_path, monkeypatch, capsys):
     assert "toy: 4 runs (4 already done)" in text  # quick = 2 seeds, all done before
     (out / "report.md").unlink()
     assert main(["report", str(out)]) == 0
-    assert "claims: 2 supported, 1 contradicted, 1 inconclusive" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "claims: 2 supported, 1 contradicted, 1 inconclusive" in text
+    assert "checks: 1 pass, 0 fail" in text
     assert "seeds: 2 (0, 1)" in (out / "report.md").read_text()  # the latest sweep counts
     assert main(["run", "toy", "-o", "bogus=1", "--out", str(out)]) == 2
     assert "has no option 'bogus' (valid: sleep)" in capsys.readouterr().err
