@@ -206,6 +206,7 @@ def test_failed_precondition_makes_dependent_claims_inconclusive():
     bad = evaluate_all([gate, c], {"train": m(99.5, 97.0, 99.2), "k": around(5.0)})
     assert [r.verdict for r in bad] == ["fail", "inconclusive"]
     assert "precondition failed" in bad[1].reason and "seed 1: 97" in bad[1].reason
+    assert bad[1].gate == "precondition g failed" and bad[1].seeds_needed is None
     with pytest.raises(KeyError):
         evaluate_all([Claim("y", "s", "st", "k", "e", Effect(">", 1.0), requires=("nope",))],
                      {"k": around(5.0)})

@@ -533,6 +533,8 @@ class ClaimResult:
     measurement: Measurement | None = None
     experiment: str = ""
     stats: Stats | None = None
+    gate: str = ""
+    """Why the measurement is not read as evidence (failed precondition, blocked arm)."""
 
     @property
     def kind(self) -> str:
@@ -543,7 +545,7 @@ class ClaimResult:
         """For an inconclusive empirical claim whose run could not detect its minimal effect:
         about how many seeds would (at the observed spread); None otherwise."""
         r, s, m = self.claim.rule, self.stats, self.measurement
-        if self.verdict != "inconclusive" or s is None or m is None or m.n < 2:
+        if self.verdict != "inconclusive" or self.gate or s is None or m is None or m.n < 2:
             return None
         minimal = getattr(r, "minimal", None) or getattr(r, "margin", None)
         if minimal is None or s.detectable <= minimal:
@@ -559,6 +561,7 @@ class ClaimResult:
         d["n"] = m.n if m else 0
         d["per_seed"] = ({str(k): _num(float(v)) for k, v in sorted(m.values.items())}
                          if m else {})
+        d["gate"] = self.gate
         if self.kind == "empirical":
             s = self.stats
             d.update(s.to_dict() if s else {"estimate": None, "interval": [None, None],
@@ -587,7 +590,7 @@ def evaluate(claim: Claim, measurements: Mapping[str, Measurement], experiment: 
                            "(an analysis defect)", None, experiment)
     if m.blocked and claim.kind == "empirical":
         return ClaimResult(claim, "inconclusive", f"not evidence: {m.blocked}", m, experiment,
-                           claim.rule.stats(m))
+                           claim.rule.stats(m), gate=m.blocked)
     verdict, reason = claim.rule.verdict(m)
     if m.excluded:
         reason += f"; {m.excluded} run(s) without a value (diverged/failed)"
@@ -612,7 +615,8 @@ def evaluate_all(claims: Iterable[Claim], measurements: Mapping[str, Measurement
         if failed and r.claim.kind == "empirical":
             why = "; ".join(f"{q}: {by_id[q].reason}" for q in failed)
             r = ClaimResult(r.claim, "inconclusive", f"precondition failed ({why}); measured: "
-                            f"{r.reason}", r.measurement, r.experiment, r.stats)
+                            f"{r.reason}", r.measurement, r.experiment, r.stats,
+                            gate=f"precondition {', '.join(failed)} failed")
         out.append(r)
     return out
 
