@@ -257,7 +257,7 @@ def test_user_options_and_errors(tmp_path):
 
 
 def _run(setting, fam, seed, **s):
-    cfg = {"setting": setting, "regime": "scratch", "family": fam, "model": "m",
+    cfg = {"setting": setting, "regime": "scratch", "family": fam, "model": "m", "noise": 0.1,
            "arms": ["all", "early", "middle", "later"], "train": {"seed": seed}}
     return Run(f"{setting}{fam}{seed}", cfg, "finished", s, [])
 
@@ -316,6 +316,10 @@ def test_analysis_and_verdicts_on_known_numbers(tmp_path):
     assert v["sk.6.mnist1d"] == v["sk.7.mnist1d"] == v["sk.7b.mnist1d"] == "supported"
     assert v["sk.10pre.mnist1d"] == v["sk.10c.mnist1d"] == "supported"
     assert v["sk.5pre.mnist1d"] == v["sk.5post.mnist1d"] == "supported"
+    # 100 noisy of N = 1000 (noise 0.1): memorization 100 → 25 samples is 7.5 points of train acc
+    assert ms["mnist1d: memorization part of Δgap[post, all − intact] (points)"].mean == \
+        pytest.approx(-7.5)
+    assert v["sk.5post.mem.mnist1d"] == "supported"
     # the mirror image is contradicted: Post-LN loses accuracy, memorizes, recovers nothing
     bad = mz.analyze(_fake(pre_drop=0.0, post_drop=8.0, post_mem=90, post_rec=5, pre_rec=40))
     vb = {c.id: evaluate(c, bad).verdict for c in mz.CLAIMS if c.id.endswith(".mnist1d")}

@@ -160,6 +160,13 @@ def _claims_1_5(s: str) -> list[Claim]:
               f"Post-LN: removing the LN parameters decreases the overfit gap ({d}).",
               f"{s}: Δgap[post, all − intact] (points)", "paired decrease > 1 point",
               Effect("<", 1.0), measured_by=M, requires=req),
+        Claim(f"sk.5post.mem.{s}", PAPER + ", Fig. 2e–f (gap shrinks as memorization falls)",
+              f"Post-LN: the gap shrinks because memorization falls — the fall in memorized "
+              f"noisy samples alone lowers training accuracy, hence the gap, by > 1 point "
+              f"({d}).",
+              f"{s}: memorization part of Δgap[post, all − intact] (points)",
+              "100·Δn_mem/N decrease > 1 point (same minimal effect as sk.5post)",
+              Effect("<", 1.0), measured_by=M, requires=req),
     ]
 
 
@@ -512,6 +519,18 @@ def _ratio_of_ratios(pre: Run, post: Run) -> float:
     return math.exp(statistics.fmean(logs))
 
 
+def _mem_part(r: Run) -> float | None:
+    """The part of the change in training accuracy (on the noisy labels), hence of the overfit
+    gap, that the change in memorized noisy samples makes: 100·(n_mem[all] − n_mem[intact])/N,
+    N = n_noisy / noise the training-set size. Test accuracy does not enter it."""
+    s, noise = r.summary, r.config.get("noise")
+    n, ma, mi = (s.get(k) for k in ("intact/final_n_noisy", "all/final_n_mem",
+                                     "intact/final_n_mem"))
+    if not n or not noise or ma is None or mi is None:
+        return None
+    return 100.0 * (float(ma) - float(mi)) * float(noise) / float(n)
+
+
 def _by_seed(results: Results, f: Any, **where: Any) -> dict[int, float]:
     m = results.per_seed(f, **where)
     return dict(m.values)
@@ -590,6 +609,8 @@ def analyze(results: Results) -> dict[str, Measurement]:
             out[f"{s}: Δgap[{f}, all − intact] (points)"] = _combine(
                 _by_seed(sel, _gap("all"), family=f), _by_seed(sel, _gap("intact"), family=f),
                 sub, "points")
+        out[f"{s}: memorization part of Δgap[post, all − intact] (points)"] = sel.per_seed(
+            _mem_part, unit="points", **post)
         if s == "mnist1d":
             _group_measures(sel, out)
         if any(_sites(r) for r in sel.runs):
