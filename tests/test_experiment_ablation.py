@@ -30,8 +30,8 @@ def _run(task: str, variant: str, depth: int, seed: int, *, status: str = "finis
 def test_sweep_sizes_and_configs_validate():
     exp = get_experiment("ablation")
     quick, seeds = exp.configs("quick")
-    assert seeds == [0, 1, 2]
-    assert len(quick) == 8 * 5 * 2 * 3
+    assert seeds == [0, 1, 2, 3, 4]
+    assert len(quick) == 8 * 5 * 2 * 5
     full, fseeds = exp.configs("full")
     assert len(full) == 10 * 5 * 3 * len(fseeds) == 750
     keys = {(c["task"], c["depth"], c["variant"], c["train"]["seed"]) for c in quick}
@@ -111,7 +111,7 @@ def _synthetic(detach_gap: float, seeds: int = 3) -> Results:
                 for v, acc in (("layernorm", 0.90), ("layernorm_simple", 0.905),
                                ("detach_both", 0.90 - detach_gap * deep),
                                ("detach_mean", 0.90), ("detach_std", 0.88),
-                               ("adanorm_C1", 0.901 + 0.001 * s)):
+                               ("adanorm_C1", 0.905 + 0.001 * s)):
                     tl = 0.30 if v == "layernorm" else 0.35
                     ep = [_epoch(0.0, 3.0, 0.0, 3.0)]
                     runs.append(_run(task, v, depth, s, acc=acc, test_loss=0.5,
@@ -123,7 +123,7 @@ def test_claims_on_synthetic_results():
     exp = get_experiment("ablation")
     m = exp.analyze(_synthetic(0.03))
     verdicts = {c.id: evaluate(c, m).verdict for c in exp.claims}
-    assert verdicts["A1.full"] == "supported"
+    assert verdicts["A1.full"] == "pass"
     assert verdicts["A5"] == "supported"
     assert verdicts["A6"] == "supported" and verdicts["A6.depth"] == "supported"
     assert verdicts["A7"] == "supported"
@@ -171,7 +171,7 @@ def test_tiny_end_to_end(tmp_path):
     assert (tmp_path / "figures" / "ablation" / "ablation_gradient_stats.png").is_file()
     import json
 
-    claims = {c["id"]: c for c in json.loads((tmp_path / "claims.json").read_text())["claims"]}
+    checks = {c["id"]: c for c in json.loads((tmp_path / "claims.json").read_text())["checks"]}
     for cid in ("A1.full", "A1.detach_mean", "A1.detach_std", "A1.detach_both", "A2", "A3",
                 "A4"):
-        assert claims[cid]["verdict"] == "supported", claims[cid]["reason"]
+        assert checks[cid]["verdict"] == "pass", checks[cid]["reason"]

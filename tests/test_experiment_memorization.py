@@ -23,7 +23,7 @@ from lnlab.analysis.memorization import (
 from lnlab.errors import LnlabError
 from lnlab.experiments import get_experiment
 from lnlab.experiments import memorization as mz
-from lnlab.experiments.claims import evaluate
+from lnlab.experiments.claims import evaluate, evaluate_all
 from lnlab.experiments.framework import Results, Run
 from lnlab.models.hf_classifier import build_hf_classifier, hf_placement, parse_hf_model
 from lnlab.train import TrainConfig, make_model
@@ -230,7 +230,7 @@ def test_hf_init_loads_a_local_checkpoint(tmp_path):
 def test_sweeps_build_and_are_valid():
     exp = get_experiment("memorization")
     quick, seeds = exp.configs("quick")
-    assert seeds == [0, 1, 2] and len(quick) == 18
+    assert seeds == [0, 1, 2, 3, 4] and len(quick) == 30
     assert {c["setting"] for c in quick} == {"mnist1d", "tokens-hf", "mnist1d-ft"}
     assert {c["regime"] for c in quick} == {"scratch", "finetune"}
     from lnlab.data import load_dataset
@@ -239,7 +239,7 @@ def test_sweeps_build_and_are_valid():
         n = len(load_dataset(c["train"]["data"]).y_train)
         assert round(c["noise"] * n) >= 100
     full, _ = exp.configs("full")
-    assert len(full) == 3 * (2 + 2 + 3 + 2) * 3  # noise rates × models × seeds
+    assert len(full) == 3 * (2 + 2 + 3 + 2) * 5  # noise rates × models × seeds
 
 
 def test_user_options_and_errors(tmp_path):
@@ -258,7 +258,7 @@ def test_user_options_and_errors(tmp_path):
 
 
 def _run(setting, fam, seed, **s):
-    cfg = {"setting": setting, "regime": "scratch", "family": fam, "model": "m",
+    cfg = {"setting": setting, "regime": "scratch", "family": fam, "model": "m", "noise": 0.1,
            "arms": ["all", "early", "middle", "later"], "train": {"seed": seed}}
     return Run(f"{setting}{fam}{seed}", cfg, "finished", s, [])
 
@@ -277,7 +277,7 @@ def _fake(pre_drop=8.0, post_drop=0.0, post_mem=25, post_rec=65, pre_rec=15):
             arms = {"intact": _summ(0.90, 100, 0, 0.10),
                     "all": _summ(0.90 - drop / 100, post_mem if fam == "post" else 60,
                                  post_rec if fam == "post" else pre_rec,
-                                 0.10 + (0.05 if fam == "pre" else -0.01)),
+                                 0.10 + (0.05 if fam == "pre" else -0.02)),
                     "early": _summ(0.80 if fam == "pre" else 0.9, 20, 70, 0.2),
                     "middle": _summ(0.85, 40, 50, 0.15), "later": _summ(0.88, 60, 30, 0.12)}
             for arm, d in arms.items():
@@ -305,19 +305,34 @@ def test_analysis_and_verdicts_on_known_numbers(tmp_path):
     assert ms["mnist1d: geometric mean over block LNs of ratio[pre]/ratio[post]"].mean == \
         pytest.approx(5.0)
     assert ms["mnist1d: Spearman ρ(depth, learn norm) [post]"].mean == pytest.approx(-1.0)
-    assert ms["mnist1d: mem[post, early] − min(middle, later)"].mean == pytest.approx(-20.0)
+    # early − mean(middle, later): 20 − (40 + 60)/2
+    assert ms["mnist1d: mem[post, early] − mean(middle, later)"].mean == pytest.approx(-30.0)
+    assert ms["mnist1d: min over models of intact final train acc (%)"].mean == 100.0
     assert ms["max |mem + rec + rand − 1| over models"].mean == 0.0
-    v = {c.id: evaluate(c, ms).verdict for c in mz.CLAIMS if c.id.endswith(".mnist1d")}
+    v = {r.claim.id: r.verdict for r in evaluate_all(mz.CLAIMS, ms)
+         if r.claim.id.endswith(".mnist1d")}
+    assert v["sk.precondition.mnist1d"] == "pass"
     assert v["sk.1.mnist1d"] == v["sk.2.mnist1d"] == v["sk.3.mnist1d"] == "supported"
     assert v["sk.4.mnist1d"] == v["sk.8.mnist1d"] == v["sk.9.mnist1d"] == "supported"
     assert v["sk.6.mnist1d"] == v["sk.7.mnist1d"] == v["sk.7b.mnist1d"] == "supported"
     assert v["sk.10pre.mnist1d"] == v["sk.10c.mnist1d"] == "supported"
     assert v["sk.5pre.mnist1d"] == v["sk.5post.mnist1d"] == "supported"
+    # 100 noisy of N = 1000 (noise 0.1): memorization 100 → 25 samples is 7.5 points of train acc
+    assert ms["mnist1d: memorization part of Δgap[post, all − intact] (points)"].mean == \
+        pytest.approx(-7.5)
+    assert v["sk.5post.mem.mnist1d"] == "supported"
     # the mirror image is contradicted: Post-LN loses accuracy, memorizes, recovers nothing
     bad = mz.analyze(_fake(pre_drop=0.0, post_drop=8.0, post_mem=90, post_rec=5, pre_rec=40))
     vb = {c.id: evaluate(c, bad).verdict for c in mz.CLAIMS if c.id.endswith(".mnist1d")}
     assert vb["sk.1.mnist1d"] == vb["sk.3.mnist1d"] == vb["sk.2b.mnist1d"] == "contradicted"
     assert vb["sk.3b.mnist1d"] == vb["sk.4.mnist1d"] == "contradicted"
+    # one seed short of 99% training accuracy fails the gate: dependent claims inconclusive
+    runs = _fake().runs
+    runs[0].summary["intact/final_train_acc"] = 0.97
+    gated = {r.claim.id: r for r in evaluate_all(mz.CLAIMS, mz.analyze(Results(runs)))}
+    assert gated["sk.precondition.mnist1d"].verdict == "fail"
+    assert gated["sk.2.mnist1d"].verdict == "inconclusive"
+    assert "precondition failed" in gated["sk.2.mnist1d"].reason
 
 
 @pytest.mark.slow
@@ -404,3 +419,36 @@ def test_gradient_growth_measure():
     m = mz._growth(Results(runs))
     # pre: 4 / (1 + 3/3) = 2; post: 1 → geometric mean √2
     assert m.mean == pytest.approx(math.sqrt(2.0)) and m.n == 3
+
+
+def test_gradient_sites_follow_forward_order_with_twelve_blocks():
+    """With ≥ 10 blocks the key-sorted stored summary lists blocks 0, 1, 10, 11, 2, …; the
+    analysis must use find_norms' forward order (recorded with the run) instead."""
+    import json
+
+    from lnlab.analysis.gradients import gradient_norms
+    from lnlab.analysis.memorization import grad_summary
+    from lnlab.models import build_model
+    from lnlab.surgery import find_norms
+
+    torch.manual_seed(0)
+    model = build_model("transformer:layers=12,dim=8,heads=2,ln=pre,patch=8,mlp_ratio=2",
+                        input_shape=(40,), num_classes=4).double()
+    x, y = torch.randn(6, 40, dtype=torch.float64), torch.randint(0, 4, (6,))
+    res = gradient_norms(model, (x, y), (x[:3], y[:3]))
+    summary = {f"intact/{k}": v for k, v in grad_summary(res.sites).items()}
+    stored = json.loads(json.dumps(summary, sort_keys=True))  # what the store gives back
+    run = Run("r", {"train": {"seed": 0}}, "finished", stored, [])
+    forward = [s.name for s in find_norms(model, x[:1])]
+    assert [n for n, _ in mz._sites(run)] == forward
+    keyed = [k.split("/")[-1] for k in stored if k.startswith("intact/gradfinal/learn_total/")]
+    assert keyed != forward  # the stored key order really is different
+    blocks = [n for n, _ in mz._block_sites(run, "learn_total")]
+    assert blocks == [s.name for s in find_norms(model, x[:1]) if s.block is not None]
+    assert len(blocks) == 24 and blocks[2] == "blocks.1.norm1" and blocks[-1] == \
+        "blocks.11.norm2"
+    # the depth trend is read in that order: a norm that falls with depth gives ρ = −1
+    fake = dict(stored)
+    for i, n in enumerate(forward):
+        fake[f"intact/gradfinal/learn_total/{n}"] = 100.0 - i
+    assert mz._depth_rho(Run("r", {"train": {"seed": 0}}, "finished", fake, [])) == -1.0

@@ -13,13 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from lnlab.experiments.claims import (
-    Claim,
-    Measurement,
-    PairedDifference,
-    Threshold,
-    WithinTolerance,
-)
+from lnlab.experiments.claims import Check, Claim, Effect, Equivalence, Measurement
 from lnlab.runner.config import expand_grid
 
 NAME = "toy"
@@ -30,13 +24,15 @@ HEADLINE_METRIC = "score"
 
 CLAIMS = [
     Claim("toy.level", "test fixture", "the score of arm a is about 1", "score[a]",
-          "≈ 1 ± 0.1", WithinTolerance(1.0, 0.1)),
+          "≈ 1 ± 0.1", Equivalence(0.1, null=1.0, min_n=2)),
     Claim("toy.b_beats_a", "test fixture", "arm b scores higher than arm a", "score[b]-score[a]",
-          "b − a > 0 on every seed", PairedDifference(">", margin=0.0, min_agree=2)),
+          "b − a > 0.5", Effect(">", 0.5, min_n=2)),
     Claim("toy.never", "test fixture", "arm a scores above 5", "score[a]", "> 5",
-          Threshold(">", 5.0)),
+          Effect(">", 4.0, null=1.0, min_n=2)),
     Claim("toy.missing", "test fixture", "a quantity nobody measures", "nothing", "anything",
-          Threshold(">", 0.0)),
+          Effect(">", 1.0, min_n=2)),
+    Claim("toy.exact", "test fixture", "b − a is exactly 1", "score[b]-score[a]", "1",
+          Check(1.0, 1e-9)),
 ]
 
 

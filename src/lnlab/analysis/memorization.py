@@ -141,13 +141,22 @@ def _final_grads(model: nn.Module, cfg: Any, max_samples: int) -> dict[str, floa
     learn = (data.x_test[li], data.y_test[li])
     ni = labels.mask.nonzero()[:, 0]
     mem = (data.x_train[ni], labels.labels[ni]) if len(ni) else None
-    res = gradient_norms(model.cpu(), learn, mem)
+    return grad_summary(gradient_norms(model.cpu(), learn, mem).sites)
+
+
+def grad_summary(sites: Any) -> dict[str, float]:
+    """Summary entries for per-site gradient norms, with each site's forward position
+    (``gradfinal/order/<site>``, from ``find_norms``) and block index (``gradfinal/block/<site>``,
+    −1 outside the blocks): stored summaries are key-sorted, so depth must not be read from
+    key order (with ≥ 10 blocks that order is 0, 1, 10, 11, 2, …)."""
     out: dict[str, float] = {}
-    for s in res.sites:
+    for s in sites:
         for kind, v in (("learn_total", s.learning_total), ("mem_total", s.memorization_total),
                         ("learn_branch", s.learning_branch),
                         ("mem_branch", s.memorization_branch)):
             out[f"gradfinal/{kind}/{s.name}"] = v
+        out[f"gradfinal/order/{s.name}"] = s.order
+        out[f"gradfinal/block/{s.name}"] = -1 if s.block is None else s.block
     return out
 
 

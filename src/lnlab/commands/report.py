@@ -22,5 +22,7 @@ def register(app: typer.Typer) -> None:
         doc = json.loads(paths["claims.json"].read_text())
         console = Console(soft_wrap=True)
         console.print("claims: " + ", ".join(f"{n} {v}" for v, n in doc["verdicts"].items()))
+        console.print("checks: " + ", ".join(f"{n} {v}"
+                                             for v, n in doc.get("check_outcomes", {}).items()))
         for p in paths.values():
             console.print(f"wrote {p}")

@@ -49,7 +49,14 @@ from pathlib import Path
 from typing import Any
 
 from lnlab.errors import LnlabError
-from lnlab.experiments.claims import Claim, Exact, Measurement, PairedDifference, Threshold
+from lnlab.experiments.claims import (
+    Check,
+    Claim,
+    Effect,
+    Equivalence,
+    Measurement,
+    NonInferiority,
+)
 from lnlab.experiments.framework import Results, Run, fmt_mean_std
 from lnlab.runner.config import expand_grid
 
@@ -57,7 +64,7 @@ NAME = "ablation"
 DESCRIPTION = ("Xu et al.'s norm ablation: no norm, LayerNorm, LayerNorm-simple, DetachNorm "
                "(both / mean / std) and AdaNorm on MLP, Pre-/Post-LN transformer and a "
                "character LM, over depth; gradient re-centering/re-scaling on real batches.")
-SEEDS = {"quick": 3, "full": 5}
+SEEDS = {"quick": 5, "full": 5}
 OPTIONS = {"tiny": "1 = a seconds-long smoke sweep (tests only): one epoch, tiny data"}
 HEADLINE_METRIC = "final_test_loss"
 PAPER = "Xu et al. 2019, Understanding and Improving Layer Normalization"
@@ -148,7 +155,16 @@ A1_GROUPS = {"none": ("layernorm", "layernorm_simple"), "mean": ("detach_mean",)
              "std": ("detach_std",), "both": ("detach_both",)}
 
 # --------------------------------------------------------------------------- claims
+# A1–A4 are checks (closed forms on real batches, every site within the tolerance). A5–A8 are
+# empirical, with minimal effects fixed before any run: from the paper's Tables 1–3 where they
+# give numbers (research note §2, §7: LN-simple's worst loss vs LN is 0.55 points → a 1-point
+# non-inferiority margin; Enwiki8 bpc differences of 0.05 → an equivalence margin of 0.05 bpc
+# and a minimal DetachNorm excess of 0.01 bpc; AdaNorm's smallest classification gain, +0.22 on
+# MNIST → 0.2 points), stated where they do not: 0.5 points for the DetachNorm and detach-μ/σ
+# accuracy gaps (as before), 0.02 nats for the over-fitting curves (no numbers in the paper;
+# about 1% of the losses here).
 _CLS = "pooled over classification tasks × depths"
+M = "lnlab.experiments.ablation.analyze"
 CLAIMS = [
     Claim("A1.full", PAPER + ", Theorem (1); " + NOTES,
           "With μ and σ derivatives kept (LayerNorm, LayerNorm-simple), the gradient a norm "
@@ -157,79 +173,80 @@ CLAIMS = [
           "tests/norms/test_norms_xu.py.",
           "A1 deviation[none]",
           "relative deviation from Xu's closed forms ≤ 1e-3 at every site, epoch and task",
-          Exact(0.0, atol=XU_TOL, min_n=3)),
+          Check(0.0, XU_TOL), measured_by=M),
     Claim("A1.detach_mean", PAPER + ", Theorem (2); " + NOTES,
           "With μ detached: mean(∂ℓ/∂x) = ḡ/σ and var = (D_g − m²)/σ² on real batches.",
           "A1 deviation[mean]", "relative deviation ≤ 1e-3 everywhere",
-          Exact(0.0, atol=XU_TOL, min_n=3)),
+          Check(0.0, XU_TOL), measured_by=M),
     Claim("A1.detach_std", PAPER + ", Theorem (3); " + NOTES,
           "With σ detached: mean(∂ℓ/∂x) = 0 and var = D_g/σ² on real batches.",
           "A1 deviation[std]", "relative deviation ≤ 1e-3 everywhere",
-          Exact(0.0, atol=XU_TOL, min_n=3)),
+          Check(0.0, XU_TOL), measured_by=M),
     Claim("A1.detach_both", PAPER + ", Theorem (0); " + NOTES,
           "DetachNorm: mean(∂ℓ/∂x) = ḡ/σ and var = D_g/σ² (no re-centring, no re-scaling).",
           "A1 deviation[both]", "relative deviation ≤ 1e-3 everywhere",
-          Exact(0.0, atol=XU_TOL, min_n=3)),
+          Check(0.0, XU_TOL), measured_by=M),
     Claim("A2", PAPER + " (AdaNorm design); " + NOTES,
           "AdaNorm's output has mean −C·k over the features for every input (the mean of z is "
           "bounded), on the trained models' real activations. Unit-tested in "
           "tests/norms/test_norms_xu.py.",
           "A2 |mean(z) + Ck·mean(y²)|/(Ck)",
           "≤ 1e-4 at every AdaNorm site (mean(y²) = 1 − eps/(Var x + eps), 1 at eps = 0)",
-          Exact(0.0, atol=EXACT_TOL, min_n=3)),
+          Check(0.0, EXACT_TOL), measured_by=M),
     Claim("A3", PAPER + " (AdaNorm backward, official code); " + NOTES,
           "AdaNorm's backward equals LayerNorm-simple's backward applied to C(1 − k·y) ⊙ g "
           "(φ detached), so Σ_i ∂ℓ/∂x_i = 0, on real training batches.",
           "A3 deviation", "relative deviation from the closed form (and of the mean from 0) "
-          "≤ 1e-4", Exact(0.0, atol=EXACT_TOL, min_n=3)),
+          "≤ 1e-4", Check(0.0, EXACT_TOL), measured_by=M),
     Claim("A4", NOTES + " (k = 1/10, Chebyshev)",
           "With k = 1/10 at most 1% of units have φ(y) ≤ 0, and none when H ≤ 100 (all widths "
           "here are ≤ 100).", "A4 max share of φ ≤ 0", "0 on every row",
-          Exact(0.0, atol=0.0, min_n=3)),
+          Check(0.0, 0.0), measured_by=M),
     Claim("A5", PAPER + ", Table 1 (LayerNorm-simple no worse on 6/8); " + NOTES,
           "LayerNorm-simple (no gain and bias) is no worse than LayerNorm.",
           "acc[LayerNorm-simple] − acc[LayerNorm]",
-          f"mean paired difference > −1 point ({_CLS})", Threshold(">", -1.0, min_n=3)),
+          f"not worse by more than 1 point ({_CLS})", NonInferiority(">", 1.0),
+          measured_by=M),
     Claim("A5.lm", PAPER + ", Table 1 (Enwiki8: 1.07 vs 1.07 bpc); " + NOTES,
           "On character LM, LayerNorm-simple matches LayerNorm in bpc.",
-          "bpc[LayerNorm-simple] − bpc[LayerNorm]", "mean paired difference < +0.05 bpc",
-          Threshold("<", 0.05, min_n=3)),
+          "bpc[LayerNorm-simple] − bpc[LayerNorm]", "equivalent within ±0.05 bpc",
+          Equivalence(0.05), measured_by=M),
     Claim("A6", PAPER + ", Table 2 (LN-simple beats DetachNorm on 6/8); " + NOTES,
           "The derivatives of μ and σ matter: LayerNorm-simple beats DetachNorm (same forward).",
           "acc[LayerNorm-simple] − acc[DetachNorm]",
-          f"positive, > 0.5 points, all seeds agreeing ({_CLS})",
-          PairedDifference(">", margin=0.5, min_agree=3, min_n=3)),
+          f"paired difference > 0.5 points ({_CLS})", Effect(">", 0.5), measured_by=M),
     Claim("A6.lm", PAPER + ", Table 2 (Enwiki8: 1.12 vs 1.07 bpc); " + NOTES,
           "On character LM, DetachNorm has higher bpc than LayerNorm-simple.",
           "bpc[DetachNorm] − bpc[LayerNorm-simple]",
-          "positive, > 0.01 bpc, all seeds agreeing (pooled over depths)",
-          PairedDifference(">", margin=0.01, min_agree=3, min_n=3)),
+          "paired difference > 0.01 bpc (pooled over depths; paper: 0.05)",
+          Effect(">", 0.01), measured_by=M),
     Claim("A6.depth", PAPER + " (En-De, 12 layers: DetachNorm diverges); " + NOTES,
           "DetachNorm's deficit grows with depth (it diverges in deep models).",
           "A6 gap[deepest] − A6 gap[shallowest]",
-          "positive, > 0.5 points, all seeds agreeing (classification tasks)",
-          PairedDifference(">", margin=0.5, min_agree=3, min_n=3)),
+          "paired difference > 0.5 points (classification tasks)", Effect(">", 0.5),
+          measured_by=M),
     Claim("A7", PAPER + " (\"the derivative of variance is more important than that of mean "
           "for deeper networks\"); " + NOTES,
           "In the deepest models, detaching σ hurts more than detaching μ.",
           "acc[detach mean] − acc[detach std] (deepest)",
-          "positive, > 0.5 points, all seeds agreeing (classification tasks, deepest depth)",
-          PairedDifference(">", margin=0.5, min_agree=3, min_n=3)),
+          "paired difference > 0.5 points (classification tasks, deepest depth)",
+          Effect(">", 0.5), measured_by=M),
     Claim("A8", PAPER + ", Table 3 (AdaNorm beats LN on 7/8); " + NOTES,
           "AdaNorm (C = 1) is better than LayerNorm.",
-          "acc[AdaNorm] − acc[LayerNorm]", f"positive, all seeds agreeing ({_CLS})",
-          PairedDifference(">", margin=0.0, min_agree=3, min_n=3)),
+          "acc[AdaNorm] − acc[LayerNorm]",
+          f"paired difference > 0.2 points ({_CLS}; paper: +0.22 to +1.31 on classification)",
+          Effect(">", 0.2), measured_by=M),
     Claim("A8.gap", PAPER + " (convergence curves: LN lower training, higher validation "
           "loss than AdaNorm); " + NOTES,
           "LayerNorm over-fits more than AdaNorm: its validation − training loss gap is larger.",
           "gap[LayerNorm] − gap[AdaNorm]",
-          "positive, all seeds agreeing (pooled over all tasks × depths, nats)",
-          PairedDifference(">", margin=0.0, min_agree=3, min_n=3)),
+          "paired difference > 0.02 nats (pooled over all tasks × depths)",
+          Effect(">", 0.02), measured_by=M),
     Claim("A8.train", PAPER + " (convergence curves); " + NOTES,
           "AdaNorm has a higher final training loss than LayerNorm.",
           "train_loss[AdaNorm] − train_loss[LayerNorm]",
-          "positive, all seeds agreeing (pooled over all tasks × depths, nats)",
-          PairedDifference(">", margin=0.0, min_agree=3, min_n=3)),
+          "paired difference > 0.02 nats (pooled over all tasks × depths)",
+          Effect(">", 0.02), measured_by=M),
 ]
 
 

@@ -11,7 +11,7 @@ and on scikit-learn's 8×8 digits:
 All use the paper's recipe: Adam, learning rate 1e-2, batch size 100, no weight decay,
 6000 steps on MNIST-1D (150 epochs), the final-epoch test accuracy reported. Each setting is
 trained with several seeds (initialization and batch order; the data split is fixed).
-"quick" uses 3 seeds, "full" 10. The experiment is the sanity check of the whole pipeline:
+"quick" uses 5 seeds, "full" 10. The experiment is the sanity check of the whole pipeline:
 if these numbers are off, nothing downstream can be trusted.
 """
 
@@ -20,15 +20,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lnlab.experiments.claims import Claim, Measurement, PairedDifference, Threshold
-from lnlab.experiments.claims import WithinTolerance as Near
+from lnlab.experiments.claims import Claim, Effect, Equivalence, Measurement, NonInferiority
 from lnlab.experiments.framework import Results, Run
 from lnlab.runner.config import expand_grid
 
 NAME = "baselines"
 DESCRIPTION = ("MNIST-1D (and digits) logistic regression and MLPs with and without "
                "LayerNorm, trained with the MNIST-1D paper's recipe: the pipeline's sanity check.")
-SEEDS = {"quick": 3, "full": 10}
+SEEDS = {"quick": 5, "full": 10}
 GROUP_BY = ("dataset", "arm")
 TABLE_METRICS = (("final test acc (%)", "final_test_acc", 100),
                  ("best test acc (%)", "best_test_acc", 100),
@@ -48,27 +47,34 @@ DATASETS = {"mnist1d": {"quick": 150, "full": 150}, "digits": {"quick": 30, "ful
 RECIPE: dict[str, Any] = {"optimizer": "adam", "lr": 1e-2, "batch_size": 100,
                           "weight_decay": 0.0, "schedule": "constant", "checkpoint_every": 25}
 
-# Tolerances: the paper reports one number per model on its own data sample; ±4 points for the
-# convex logistic model and ±6 for the MLP (whose final accuracy moves with seed and overfitting).
+# Pre-registered (before any run). The paper reports one number per model (Table 1: logistic
+# 32%, MLP 68%) from its own data sample, so the "≈" claims are equivalence tests around those
+# numbers with stated margins: ±4 points for the convex logistic model and ±6 for the MLP
+# (whose final accuracy moves with seed and overfitting). The MLP−logistic gap is 36 points in
+# Table 1; 20 points is the smallest gap we would still call "a wide margin".
+M = "lnlab.experiments.baselines.analyze"
 CLAIMS = [
     Claim("baselines.logistic", PAPER,
           "Logistic regression reaches about 32% test accuracy on MNIST-1D.",
-          "test_acc[mnist1d/logistic]", "≈ 32% (±4 points)", Near(32.0, 4.0, min_n=2)),
+          "test_acc[mnist1d/logistic]", "≈ 32% (equivalence margin ±4 points)",
+          Equivalence(4.0, null=32.0), measured_by=M),
     Claim("baselines.mlp", PAPER,
           "An MLP reaches about 68% test accuracy on MNIST-1D.",
-          "test_acc[mnist1d/mlp]", "≈ 68% (±6 points)", Near(68.0, 6.0, min_n=2)),
+          "test_acc[mnist1d/mlp]", "≈ 68% (equivalence margin ±6 points)",
+          Equivalence(6.0, null=68.0), measured_by=M),
     Claim("baselines.mlp_vs_logistic", PAPER,
           "The MLP beats logistic regression by a wide margin (68% vs 32%).",
           "test_acc[mnist1d/mlp] − test_acc[mnist1d/logistic]",
-          "MLP higher by > 20 points on every seed",
-          PairedDifference(">", margin=20.0, min_agree=3, min_n=3)),
+          "MLP higher by > 20 points (paired over seeds)", Effect(">", 20.0), measured_by=M),
     Claim("baselines.mlp_60", "lnlab issue 4 (acceptance)",
           "An MLP without norm trained with the usual recipe reaches at least 60% test accuracy.",
-          "test_acc[mnist1d/mlp]", "mean ≥ 60%", Threshold(">=", 60.0, min_n=2)),
+          "test_acc[mnist1d/mlp]", "mean accuracy > 60% (CI above 60)",
+          Effect(">", 60.0), measured_by=M),
     Claim("baselines.ln_no_harm", "lnlab sanity check (no paper claim)",
           "Adding LayerNorm to the MLP costs at most 3 points of test accuracy on MNIST-1D.",
-          "test_acc[mnist1d/mlp+ln] − test_acc[mnist1d/mlp]", "mean paired difference > −3 points",
-          Threshold(">", -3.0, min_n=2)),
+          "test_acc[mnist1d/mlp+ln] − test_acc[mnist1d/mlp]",
+          "not worse by more than 3 points (non-inferiority)",
+          NonInferiority(">", 3.0), measured_by=M),
 ]
 
 

@@ -47,12 +47,13 @@ from typing import Any
 
 from lnlab.errors import LnlabError
 from lnlab.experiments.claims import (
+    Check,
+    CheckBound,
     Claim,
-    Exact,
+    Effect,
+    Equivalence,
     Measurement,
-    PairedDifference,
-    Threshold,
-    WithinTolerance,
+    NonInferiority,
 )
 from lnlab.experiments.framework import Results, Run, fmt_mean_std, spearman
 
@@ -60,7 +61,7 @@ NAME = "capacity"
 DESCRIPTION = ("Ni et al.: LN-Nets (Linear + LayerNorm, no activation) fit random labels "
                "beyond a linear classifier, LN-G amplifies it; the width-3 construction, "
                "VC demo, SSR/LSSR and Hessian nonlinearity; LN-G in a CNN and a Transformer.")
-SEEDS = {"quick": 3, "full": 5}
+SEEDS = {"quick": 5, "full": 5}
 OPTIONS = {"tiny": "1 = a seconds-long smoke test (tests only)"}
 HEADLINE_METRIC = "final_train_acc"
 PAPER = "Ni, Guo, Jia, Huang 2024 (ICML), arXiv 2406.01255"
@@ -82,92 +83,103 @@ PRACTICAL = {  # family → (spec with {norm}, LN-G groups giving 8 features per
 
 # --------------------------------------------------------------------------------- claims
 # Written from docs/papers/ni_nonlinearity.md (§5) before any run. "points" = percentage points.
+# Closed forms, constructions and properties of LN itself (ni.1–ni.5, ni.3a/b) are checks; Monte-
+# Carlo and trained quantities are empirical (CI over seeds). Minimal effects: from the notes'
+# numbers where they exist (proxy: g = 8 beats g = 1 by 17.6 points → 5; curvature ratio "far more"
+# → 2×; random layers below the input LSSR in ~34% of draws → > 5%), stated otherwise: 2 points of
+# training accuracy for "fits more random labels" and for width-2 "no more capacity", 0.5 test
+# points for a "practical improvement" (5 of 1,000 MNIST-1D test samples), 2 points of non-
+# inferiority, ρ > 0.5 for a trend. Comparisons use a pre-registered arm (the proxy's g = width/dim,
+# where the group size equals the input dimension) or the mean over arms, never the best arm (a max
+# over noisy arms is biased upwards).
+M = "lnlab.experiments.capacity.analyze"
 CLAIMS = [
     Claim("ni.1a", NOTES + " §1.1, claim 1",
           "LN (eps = 0) is invariant to x → x + c·1 and x → αx (α > 0).",
           "max |LN(x + c1) − LN(x)|, |LN(αx) − LN(x)| over Gaussian draws",
-          "0 up to float64 rounding", Exact(0.0, atol=1e-10)),
+          "0 up to float64 rounding", Check(0.0, 1e-10)),
     Claim("ni.1b", NOTES + " §1.1, claim 1",
           "LN is not additive: LN(x + y) ≠ LN(x) + LN(y).",
           "median ‖LN(x+y) − LN(x) − LN(y)‖ / ‖LN(x) + LN(y)‖",
-          "clearly nonzero (> 0.1)", Threshold(">", 0.1)),
+          "clearly nonzero (> 0.1)", CheckBound(">", 0.1)),
     Claim("ni.2", PAPER + " (LSSR is linear-invariant); " + NOTES + " claim 2",
           "No affine map of any rank or output size lowers LSSR.",
           "violations among 200 random affine maps", "0 on every seed",
-          Exact(0.0, atol=0.0)),
+          Check(0.0, 0.0)),
     Claim("ni.3a", NOTES + " §1.3, claim 3",
           "XOR: LSSR is infinite for the input and every affine image, finite after one "
           "Linear(2→3)+LN layer (26 in the notes).",
-          "LSSR of XOR after Linear(2→3)+LN", "finite (≈ 26)", WithinTolerance(26.0, 1.0)),
+          "LSSR of XOR after Linear(2→3)+LN", "finite (≈ 26)", Check(26.0, 1.0)),
     Claim("ni.3b", PAPER + " (LN-Nets can go below LSSR); " + NOTES + " claim 3",
           "The constructed LN-Net collapses each class to one point: LSSR of its last layer is 0.",
           "LSSR of the last LN layer of the construction (m = 20, d = 2, K = 2)",
-          "0 (numerically ≤ 1e-8)", Threshold("<=", 1e-8)),
+          "0 (numerically ≤ 1e-8)", Check(0.0, 1e-8)),
     Claim("ni.3c", NOTES + " claim 3",
           "A random Linear(3→3)+LN layer goes below the input LSSR in a sizeable share of draws "
           "(about 34% in the notes).",
-          "share of 200 random layers with LSSR(out) < LSSR(in)", "> 5%",
-          Threshold(">", 0.05, min_n=2)),
+          "share of 200 random layers with LSSR(out) < LSSR(in)", "> 5% (notes: ~34%)",
+          Effect(">", 0.05), measured_by=M),
     Claim("ni.4", PAPER + " (Theorem: width 3, O(m) LN layers); " + NOTES + " claim 4",
           "The width-3 construction with m − K LN layers (+1 for 1-D input) fits every random "
           "labelling of m ≤ 40 points (d ∈ {1, 2, 10}, K ∈ {2, 3, 4}) with 100% accuracy.",
           "share of constructions with width 3, m − K (+1) layers and 100% accuracy",
-          "1 on every seed", Exact(1.0, atol=0.0)),
+          "1 on every seed", Check(1.0, 0.0)),
     Claim("ni.5", PAPER + " (VC-dimension lower bound); " + NOTES + " claim 5",
           "Width 3 and L LN layers shatter L + 2 generic points (VC ≥ L + 2).",
           "share of L (2..5; full 2..6) whose every labelling of L+2 points is fitted",
-          "1 on every seed", Exact(1.0, atol=0.0)),
+          "1 on every seed", Check(1.0, 0.0)),
     Claim("ni.7a", PAPER + " (group partition amplifies nonlinearity); " + NOTES + " claim 7",
           "The Hessian measure H of LN-G grows with the group number g (d = 64, groups of ≥ 8).",
-          "min over g ∈ {1,2,4} of median H(2g) / median H(g)", "> 1 on average",
-          Threshold(">", 1.0)),
+          "min over g ∈ {1,2,4} of median H(2g) / median H(g)",
+          "> 1.1 at every doubling (the per-seed minimum over doublings)",
+          Effect(">", 0.1, null=1.0), measured_by=M),
     Claim("ni.7b", NOTES + " claim 7",
           "Grouping amplifies curvature, not slope: H grows far more than ‖J‖² from g = 1 to 8.",
           "(median H ratio g=8/g=1) / (median ‖J‖² ratio g=8/g=1)", "> 2",
-          Threshold(">", 2.0)),
+          Effect(">", 1.0, null=1.0), measured_by=M),
     Claim("ni.8a", NOTES + " claim 8 (random-feature proxy)",
           "Wide LN (g = 1) on random features is about as good as the linear readout.",
-          "proxy acc[g=1] − acc[linear] (points)", "within ±3 points",
-          WithinTolerance(0.0, 3.0, min_n=2)),
+          "proxy acc[g=1] − acc[linear] (points)", "equivalent to 0 within ±3 points",
+          Equivalence(3.0), measured_by=M),
     Claim("ni.8b", PAPER + " (LN-G amplifies capacity); " + NOTES + " claim 8",
-          "LN-G random features fit more random labels than plain LN (best g vs g = 1).",
-          "proxy max_g acc[g] − acc[g=1] (points)", "> 5 points, ≥ 2 seeds agreeing",
-          PairedDifference(">", margin=5.0, min_agree=2)),
+          "LN-G random features fit more random labels than plain LN (group size = input "
+          "dimension vs g = 1).",
+          "proxy acc[g=width/dim] − acc[g=1] (points)", "> 5 points (notes: +17.6)",
+          Effect(">", 5.0), measured_by=M),
     Claim("ni.8c", NOTES + " claim 8",
           "The proxy accuracy peaks when the group size is about the input dimension (32).",
-          "log2(best group size / 32)", "within ±1 (group size 16..64)",
-          WithinTolerance(0.0, 1.0, min_n=2)),
+          "log2(best group size / 32)", "within one doubling (group size 16..64): the "
+          "values are integers, so equivalence margin 1.5",
+          Equivalence(1.5), measured_by=M),
     *[c for ds in ("mnist1d", "digits") for c in (
         Claim(f"ni.6.{ds}", NOTES + " §1.1, claim 6",
               f"A width-2 LN-Net has no more capacity than a linear classifier: LN on 2 "
               f"neurons is ±(1, −1) ({ds} subset).",
               f"{ds}: train_acc[width-2 LN-Net] − best train_acc[linear] (points)",
-              "mean ≤ 0", Threshold("<=", 0.0, min_n=2)),
+              "not above linear by more than 2 points",
+              NonInferiority("<", 2.0), measured_by=M),
         Claim(f"ni.9a.{ds}", PAPER + " §6 (random-label fitting); " + NOTES + " claim 9",
               f"A trained LN-Net fits more random labels than the best linear classifier "
               f"({ds} subset).",
               f"{ds}: train_acc[LN-Net] − best train_acc[linear] (points)",
-              "paired difference > 0, ≥ 2 seeds agreeing",
-              PairedDifference(">", margin=0.0, min_agree=2)),
+              "paired difference > 2 points", Effect(">", 2.0), measured_by=M),
         Claim(f"ni.9b.{ds}", PAPER + " §6; " + NOTES + " claim 9",
-              f"LN-G fits more random labels than LN (best g ≥ 2 vs g = 1, {ds} subset).",
-              f"{ds}: max_g≥2 train_acc[LN-G] − train_acc[LN] (points)",
-              "paired difference > 0, ≥ 2 seeds agreeing",
-              PairedDifference(">", margin=0.0, min_agree=2)),
+              f"LN-G fits more random labels than LN (mean over g ≥ 2 vs g = 1, {ds} subset).",
+              f"{ds}: mean over g≥2 of train_acc[LN-G] − train_acc[LN] (points)",
+              "paired difference > 2 points", Effect(">", 2.0), measured_by=M),
         Claim(f"ni.9c.{ds}", NOTES + " claim 9",
               f"Training accuracy rises with the group number ({ds} subset, g = 1..16).",
-              f"{ds}: Spearman ρ(g, train_acc)", "mean ρ > 0.5", Threshold(">", 0.5, min_n=2)),
+              f"{ds}: Spearman ρ(g, train_acc)", "ρ > 0.5", Effect(">", 0.5), measured_by=M),
     )],
     *[c for fam in PRACTICAL for c in (
         Claim(f"ni.10a.{fam}", PAPER + " (LN-G in CNNs/Transformers); " + NOTES + " claim 10",
               f"LN-G in place of LN does not hurt the {fam} on MNIST-1D.",
-              f"{fam}: test_acc[LN-G] − test_acc[LN] (points)", "mean > −2 points",
-              Threshold(">", -2.0, min_n=2)),
+              f"{fam}: test_acc[LN-G] − test_acc[LN] (points)",
+              "not worse by more than 2 points", NonInferiority(">", 2.0), measured_by=M),
         Claim(f"ni.10b.{fam}", PAPER + " (\"practical improvements\")",
               f"LN-G improves the {fam}'s test accuracy on MNIST-1D.",
               f"{fam}: test_acc[LN-G] − test_acc[LN] (points)",
-              "paired difference > 0, ≥ 2 seeds agreeing",
-              PairedDifference(">", margin=0.0, min_agree=2)),
+              "paired difference > 0.5 points", Effect(">", 0.5), measured_by=M),
     )],
 ]
 
@@ -488,9 +500,13 @@ def analyze(results: Results) -> dict[str, Measurement]:
 
     out["proxy acc[g=1] − acc[linear] (points)"] = px.per_seed(
         lambda r: 100 * (r.summary["acc_g1"] - r.summary["acc_linear"]), unit="points")
-    out["proxy max_g acc[g] − acc[g=1] (points)"] = px.per_seed(
-        lambda r: 100 * (proxy_best(r)[1] - r.summary["acc_g1"]) if groups else None,
-        unit="points")
+    def proxy_matched(r: Run) -> float | None:
+        g = int(r.config["width"]) // int(r.config["dim"])  # group size = input dimension
+        v = r.summary.get(f"acc_g{g}")
+        return None if v is None else 100 * (float(v) - r.summary["acc_g1"])
+
+    out["proxy acc[g=width/dim] − acc[g=1] (points)"] = px.per_seed(proxy_matched,
+                                                                    unit="points")
     out["log2(best group size / 32)"] = px.per_seed(
         lambda r: math.log2(r.config["width"] / proxy_best(r)[0] / r.config["dim"])
         if groups else None)
@@ -505,12 +521,13 @@ def analyze(results: Results) -> dict[str, Measurement]:
                       arm="lnnet-w2")
         out[f"{ds}: train_acc[width-2 LN-Net] − best train_acc[linear] (points)"] = _diff(w2,
                                                                                         lin)
-        best_g: dict[int, float] = {}
-        for g in gs:
-            if g > 1:
-                for s, v in tab[f"g{g}"].items():
-                    best_g[s] = max(best_g.get(s, -math.inf), v)
-        out[f"{ds}: max_g≥2 train_acc[LN-G] − train_acc[LN] (points)"] = _diff(best_g, ln)
+        # the mean over g ≥ 2 (seeds that have every g), not the best g: no selection bias
+        many = [g for g in gs if g > 1]
+        mean_g = {s: statistics.fmean(tab[f"g{g}"][s] for g in many)
+                  for s in (set.intersection(*[set(tab[f"g{g}"]) for g in many]) if many
+                            else set())}
+        out[f"{ds}: mean over g≥2 of train_acc[LN-G] − train_acc[LN] (points)"] = _diff(
+            mean_g, ln)
         rhos: dict[int, float] = {}
         for s in sorted(set.intersection(*[set(tab[f"g{g}"]) for g in gs])) if gs else []:
             rho = spearman([float(g) for g in gs], [tab[f"g{g}"][s] for g in gs])

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lnlab.errors import LnlabError
-from lnlab.experiments.claims import VERDICTS, ClaimResult, evaluate
+from lnlab.experiments.claims import CHECK_OUTCOMES, VERDICTS, ClaimResult, evaluate_all
 from lnlab.experiments.framework import Experiment, Results
 from lnlab.report.files import write_atomic
 from lnlab.runner.backends import one_line
@@ -28,8 +28,10 @@ from lnlab.runner.store import Store, SweepRow
 
 __all__ = ["ExperimentSection", "Report", "build_report", "collect"]
 
-VERDICT_COLORS = {"supported": "#1b7f3b", "contradicted": "#b3261e", "inconclusive": "#8a6d00"}
-VERDICT_BG = {"supported": "#e6f4ea", "contradicted": "#fce8e6", "inconclusive": "#fef7e0"}
+VERDICT_COLORS = {"supported": "#1b7f3b", "contradicted": "#b3261e", "inconclusive": "#8a6d00",
+                  "pass": "#1b7f3b", "fail": "#b3261e"}
+VERDICT_BG = {"supported": "#e6f4ea", "contradicted": "#fce8e6", "inconclusive": "#fef7e0",
+              "pass": "#e6f4ea", "fail": "#fce8e6"}
 
 
 @dataclass
@@ -44,6 +46,19 @@ class ExperimentSection:
     figures: list[Path] = field(default_factory=list)
     table: tuple[list[str], list[list[str]]] = field(default_factory=lambda: ([], []))
     problems: list[str] = field(default_factory=list)
+    seeds_by_scale: dict[str, int] = field(default_factory=dict)
+
+    def scale_note(self, c: ClaimResult) -> str:
+        """Why an inconclusive claim could not be decided at this scale, and what can."""
+        need = c.seeds_needed
+        if need is None or c.measurement is None:
+            return ""
+        n, scale = c.measurement.n, self.sweep.scale
+        other = [f"{k} scale runs {v}" for k, v in self.seeds_by_scale.items() if k != scale]
+        where = ("full scale" if self.seeds_by_scale.get("full", 0) >= need
+                 else f"--seeds {need}")
+        return (f"cannot be decided at {scale} scale with {n} seeds: about {need} seeds "
+                f"needed ({'; '.join(other) or 'no other scale'}); use {where}")
 
 
 @dataclass
@@ -54,10 +69,26 @@ class Report:
 
     @property
     def claims(self) -> list[ClaimResult]:
-        return [c for s in self.sections for c in s.claims]
+        """Empirical claims only (checks are reported apart: ``checks``)."""
+        return [c for s in self.sections for c in s.claims if c.kind == "empirical"]
+
+    @property
+    def checks(self) -> list[ClaimResult]:
+        return [c for s in self.sections for c in s.claims if c.kind == "check"]
 
     def verdict_counts(self) -> dict[str, int]:
         return {v: sum(c.verdict == v for c in self.claims) for v in VERDICTS}
+
+    def check_counts(self) -> dict[str, int]:
+        return {v: sum(c.verdict == v for c in self.checks) for v in CHECK_OUTCOMES}
+
+    def headline(self) -> str:
+        """One sentence with both kinds' counts (never added together)."""
+        vc, cc = self.verdict_counts(), self.check_counts()
+        return (f"{len(self.claims)} empirical claims: "
+                + ", ".join(f"{n} {v}" for v, n in vc.items())
+                + f". {len(self.checks)} checks: " + ", ".join(f"{n} {v}" for v, n in cc.items())
+                + ".")
 
 
 def collect(out_dir: str | Path,
@@ -87,16 +118,22 @@ def collect(out_dir: str | Path,
                 continue
             results = Results.from_store(store, sw.keys, experiment=exp.name, scale=sw.scale,
                                          seeds=sw.seeds)
-            sec = ExperimentSection(exp.name, exp.description, sw, counts)
+            sec = ExperimentSection(exp.name, exp.description, sw, counts,
+                                    seeds_by_scale=dict(exp.seeds))
             if counts["pending"] or counts["running"]:
                 sec.problems.append(f"{counts['pending'] + counts['running']} run(s) not done "
                                     "yet: re-run the same command to finish the sweep")
             measurements = {}
+            analyzed = False
             try:
                 measurements = exp.analyze(results)
+                analyzed = True
             except Exception as e:
                 sec.problems.append(f"analysis failed: {one_line(e)}")
-            sec.claims = [evaluate(c, measurements, exp.name) for c in exp.claims]
+            sec.claims = evaluate_all(exp.claims, measurements, exp.name, strict=False)
+            if analyzed:
+                sec.problems += [f"claim {c.id}: {c.metric!r} was not measured (analysis defect)"
+                                 for c in exp.claims if c.metric not in measurements]
             sec.problems += edited_claims(exp, sw)
             try:
                 sec.figures = exp.figures(results, out / "figures" / exp.name)
@@ -144,13 +181,42 @@ def build_report(out_dir: str | Path,
 
 # ---------------------------------------------------------------------------- helpers
 def measured_text(c: ClaimResult) -> str:
+    """Empirical: ``mean [lo, hi] unit`` (the rule's interval); check: the worst value."""
     m = c.measurement
     if m is None or m.n == 0:
         return "–"
     unit = f" {m.unit}" if m.unit else ""
-    if m.n == 1:
+    if c.kind == "check":
+        target = getattr(c.claim.rule, "target", None)
+        if target is None:
+            op = getattr(c.claim.rule, "op", ">")
+            worst = (min if op in (">", ">=") else max)(m.finite)
+        else:
+            worst = max(m.finite, key=lambda v: abs(v - target))
+        return f"worst {_num(worst)}{unit}"
+    s = c.stats
+    if s is None or not (math.isfinite(s.low) and math.isfinite(s.high)):
         return f"{_num(m.mean)}{unit}"
-    return f"{_num(m.mean)} ± {m.std:.2g}{unit}"
+    return f"{_num(s.estimate)} [{_num(s.low)}, {_num(s.high)}]{unit}"
+
+
+def per_seed_text(c: ClaimResult) -> str:
+    m = c.measurement
+    if m is None or not m.values:
+        return "–"
+    return ", ".join(_num(float(v)) for _, v in sorted(m.values.items()))
+
+
+def detectable_text(c: ClaimResult) -> str:
+    s = c.stats
+    return _num(s.detectable) if s is not None else "–"
+
+
+def minimal_text(c: ClaimResult) -> str:
+    d = c.claim.to_dict()
+    if c.kind == "check":
+        return f"tol {_num(float(d['tolerance']))}"
+    return f"{d['direction']} {_num(float(d['null']))}, minimal {_num(float(d['minimal_effect']))}"
 
 
 def _num(x: float) -> str:
@@ -173,6 +239,8 @@ def render_json(rep: Report) -> str:
     doc: dict[str, Any] = {
         "created": rep.created,
         "verdicts": rep.verdict_counts(),
+        "check_outcomes": rep.check_counts(),
+        "headline": rep.headline(),
         "experiments": [
             {"name": s.name, "scale": s.sweep.scale, "seeds": s.sweep.seeds,
              "options": s.sweep.options, "versions": s.sweep.versions,
@@ -182,9 +250,15 @@ def render_json(rep: Report) -> str:
                          else str(p) for p in s.figures]}
             for s in rep.sections
         ],
-        "claims": [c.to_dict() for c in rep.claims],
+        "claims": [{**c.to_dict(), "scale_note": _section(rep, c).scale_note(c)}
+                   for c in rep.claims],
+        "checks": [c.to_dict() for c in rep.checks],
     }
     return json.dumps(doc, indent=2, allow_nan=False) + "\n"
+
+
+def _section(rep: Report, c: ClaimResult) -> ExperimentSection:
+    return next(s for s in rep.sections if any(x is c for x in s.claims))
 
 
 def _md(text: str) -> str:
@@ -192,19 +266,31 @@ def _md(text: str) -> str:
 
 
 def render_markdown(rep: Report) -> str:
-    vc = rep.verdict_counts()
     lines = [
         "# lnlab report", "",
-        f"Generated {rep.created}. {len(rep.claims)} claims: "
-        + ", ".join(f"{n} {v}" for v, n in vc.items()) + ".", "",
-        "## Claims", "",
-        "| experiment | claim | source | expected | measured (mean ± std) | n | verdict |",
-        "|---|---|---|---|---|---|---|",
+        f"Generated {rep.created}. {rep.headline()}", "",
+        "## Empirical claims", "",
+        "Each verdict comes from a confidence interval over seeds, with the rule and the "
+        "smallest effect that matters fixed before the run.", "",
+        "| experiment | claim | source | effect | direction, minimal effect "
+        "| mean [CI] | n | per seed | detectable | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in rep.claims:
         n = c.measurement.n if c.measurement else 0
         lines.append(f"| {_md(c.experiment)} | **{_md(c.claim.id)}**: {_md(c.claim.statement)} "
-                     f"| {_md(c.claim.source)} | {_md(c.claim.expected)} "
+                     f"| {_md(c.claim.source)} | {_md(c.claim.metric)} | {_md(minimal_text(c))} "
+                     f"| {_md(measured_text(c))} | {n} | {_md(per_seed_text(c))} "
+                     f"| {detectable_text(c)} | **{c.verdict}** |")
+    lines += ["", "## Checks", "",
+              "Exact mathematics, identities and static properties: pass or fail within a "
+              "tolerance, on every value.", "",
+              "| experiment | check | expected | tolerance | measured | n | outcome |",
+              "|---|---|---|---|---|---|---|"]
+    for c in rep.checks:
+        n = c.measurement.n if c.measurement else 0
+        lines.append(f"| {_md(c.experiment)} | **{_md(c.claim.id)}**: {_md(c.claim.statement)} "
+                     f"| {_md(c.claim.expected)} | {_md(minimal_text(c))} "
                      f"| {_md(measured_text(c))} | {n} | **{c.verdict}** |")
     lines.append("")
     for s in rep.sections:
@@ -220,7 +306,8 @@ def render_markdown(rep: Report) -> str:
         if s.claims:
             lines += ["| claim | rule | verdict | why |", "|---|---|---|---|"]
             lines += [f"| {_md(c.claim.id)} | {_md(c.claim.rule.describe())} | {c.verdict} "
-                      f"| {_md(c.reason)} |" for c in s.claims]
+                      f"| {_md(c.reason)}{_md('; ' + s.scale_note(c) if s.scale_note(c) else '')} |"
+                      for c in s.claims]
             lines.append("")
         header, rows = s.table
         if rows:
@@ -266,24 +353,41 @@ def _badge(verdict: str) -> str:
 
 def render_html(rep: Report) -> str:
     e = html.escape
-    vc = rep.verdict_counts()
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
         f"<title>lnlab report</title><style>{_CSS}</style></head><body>",
         "<h1>lnlab report</h1>",
-        f"<p class='meta'>Generated {e(rep.created)} · {len(rep.claims)} claims: "
-        + ", ".join(f"{_badge(v)} {n}" for v, n in vc.items()) + "</p>",
-        "<h2>Claims</h2><table><tr><th>experiment</th><th>claim</th><th>source</th>"
-        "<th>expected</th><th>measured (mean ± std)</th><th>n</th><th>verdict</th></tr>",
+        f"<p class='meta'>Generated {e(rep.created)} · {len(rep.claims)} empirical claims: "
+        + ", ".join(f"{_badge(v)} {n}" for v, n in rep.verdict_counts().items())
+        + f" · {len(rep.checks)} checks: "
+        + ", ".join(f"{_badge(v)} {n}" for v, n in rep.check_counts().items()) + "</p>",
+        "<h2>Empirical claims</h2><table><tr><th>experiment</th><th>claim</th><th>source</th>"
+        "<th>effect</th><th>mean [CI]</th><th>n</th><th>per seed</th><th>detectable</th>"
+        "<th>verdict</th></tr>",
     ]
     for c in rep.claims:
         n = c.measurement.n if c.measurement else 0
         parts.append(
             f"<tr><td>{e(c.experiment)}</td><td><b>{e(c.claim.id)}</b>: "
             f"{e(c.claim.statement)}</td><td>{e(c.claim.source)}</td>"
-            f"<td>{e(c.claim.expected)}<div class='why'>rule: {e(c.claim.rule.describe())}"
-            f"</div></td><td class='num'>{e(measured_text(c))}</td><td class='num'>{n}</td>"
+            f"<td>{e(c.claim.metric)}<div class='why'>{e(minimal_text(c))}; rule: "
+            f"{e(c.claim.rule.describe())}</div></td><td class='num'>{e(measured_text(c))}</td>"
+            f"<td class='num'>{n}</td><td class='num'>{e(per_seed_text(c))}</td>"
+            f"<td class='num'>{e(detectable_text(c))}</td>"
+            f"<td>{_badge(c.verdict)}<div class='why'>{e(c.reason)}"
+            f"{e('; ' + _section(rep, c).scale_note(c)) if _section(rep, c).scale_note(c) else ''}"
+            "</div></td></tr>")
+    parts.append("</table>")
+    parts.append("<h2>Checks</h2><table><tr><th>experiment</th><th>check</th><th>expected</th>"
+                 "<th>tolerance</th><th>measured</th><th>n</th><th>outcome</th></tr>")
+    for c in rep.checks:
+        n = c.measurement.n if c.measurement else 0
+        parts.append(
+            f"<tr><td>{e(c.experiment)}</td><td><b>{e(c.claim.id)}</b>: "
+            f"{e(c.claim.statement)}</td><td>{e(c.claim.expected)}</td>"
+            f"<td class='num'>{e(minimal_text(c))}</td><td class='num'>{e(measured_text(c))}</td>"
+            f"<td class='num'>{n}</td>"
             f"<td>{_badge(c.verdict)}<div class='why'>{e(c.reason)}</div></td></tr>")
     parts.append("</table>")
     for s in rep.sections:
