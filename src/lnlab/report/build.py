@@ -23,6 +23,13 @@ from lnlab.errors import LnlabError
 from lnlab.experiments.claims import VERDICTS, ClaimResult, evaluate
 from lnlab.experiments.framework import Experiment, Results
 from lnlab.report.files import write_atomic
+from lnlab.report.replication import (
+    Replication,
+    collect_replication,
+    replication_html,
+    replication_json,
+    replication_markdown,
+)
 from lnlab.runner.backends import one_line
 from lnlab.runner.store import Store, SweepRow
 
@@ -51,6 +58,7 @@ class Report:
     out_dir: Path
     created: str
     sections: list[ExperimentSection]
+    replication: Replication | None = None  # verdicts on the second seed set, if run
 
     @property
     def claims(self) -> list[ClaimResult]:
@@ -107,7 +115,9 @@ def collect(out_dir: str | Path,
             except Exception as e:
                 sec.problems.append(f"results table failed: {one_line(e)}")
             sections.append(sec)
-    return Report(out, datetime.now(UTC).isoformat(timespec="seconds"), sections)
+        replication = collect_replication(store, sweeps, [c for s in sections for c in s.claims],
+                                          resolve)
+    return Report(out, datetime.now(UTC).isoformat(timespec="seconds"), sections, replication)
 
 
 def edited_claims(exp: Experiment, sw: SweepRow) -> list[str]:
@@ -184,6 +194,8 @@ def render_json(rep: Report) -> str:
         ],
         "claims": [c.to_dict() for c in rep.claims],
     }
+    if rep.replication is not None:
+        doc["replication"] = replication_json(rep.replication)
     return json.dumps(doc, indent=2, allow_nan=False) + "\n"
 
 
@@ -207,6 +219,8 @@ def render_markdown(rep: Report) -> str:
                      f"| {_md(c.claim.source)} | {_md(c.claim.expected)} "
                      f"| {_md(measured_text(c))} | {n} | **{c.verdict}** |")
     lines.append("")
+    if rep.replication is not None:
+        lines += replication_markdown(rep.replication)
     for s in rep.sections:
         lines += [f"## {s.name}", "", s.description, "",
                   f"- scale: `{s.sweep.scale}`; seeds: {_seeds_text(s.sweep)}",
@@ -286,6 +300,8 @@ def render_html(rep: Report) -> str:
             f"</div></td><td class='num'>{e(measured_text(c))}</td><td class='num'>{n}</td>"
             f"<td>{_badge(c.verdict)}<div class='why'>{e(c.reason)}</div></td></tr>")
     parts.append("</table>")
+    if rep.replication is not None:
+        parts += replication_html(rep.replication, _badge)
     for s in rep.sections:
         runs = ", ".join(f"{n} {k}" for k, n in s.counts.items() if n)
         parts += [
