@@ -8,6 +8,7 @@ thread count computed it. The sweeps are tiny: 2 arms × 2 seeds, 3 epochs on 20
 from __future__ import annotations
 
 import json
+import os
 from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
@@ -101,7 +102,9 @@ def test_local_and_ray_store_identical_numbers(dtoy, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
     if ray.is_initialized():
         pytest.skip("a Ray session is already running in this process")
-    monkeypatch.setenv("PYTHONPATH", str(TESTS_DIR))  # Ray workers import the toy from tests/
+    # Ray workers import the toy from tests/ (and lnlab from where this process has it)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (str(TESTS_DIR), os.environ.get("PYTHONPATH")) if p))
     sweep(tmp_path / "local", workers=1)
     with make_backend("ray", workers=2) as backend:
         res = run_experiment("dtoy", tmp_path / "ray", backend=backend, progress=False)
@@ -148,6 +151,20 @@ def test_replicate_runs_a_disjoint_seed_set_and_reports_the_agreement(dtoy, tmp_
     assert again["claims"] == doc["claims"]
     assert {k: again["replication"][k] for k in ("claims", "summary", "first_seed")} == \
         {k: repl[k] for k in ("claims", "summary", "first_seed")}
+
+
+def test_reproduce_replicate_runs_every_experiment_on_both_seed_sets(monkeypatch, tmp_path,
+                                                                    capsys):
+    monkeypatch.setattr(experiments, "EXPERIMENTS", {"dtoy": "determinism_toy"})
+    out = tmp_path / "out"
+    assert main(["reproduce", "--replicate", "--workers", "1", "--no-progress",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.index("dtoy: 4 runs") < printed.index("dtoy (replication): 4 runs")
+    repl = json.loads((out / "claims.json").read_text())["replication"]
+    assert [(e["seeds"], e["replicate_seeds"]) for e in repl["experiments"]] == [
+        ([0, 1], [REPLICATE_FIRST_SEED, REPLICATE_FIRST_SEED + 1])]
+    assert {c["claim"] for c in repl["claims"]} == {"dtoy.learns", "dtoy.seed_set"}
 
 
 def test_a_stale_replication_is_left_out_with_a_reason(dtoy, tmp_path):

@@ -141,16 +141,15 @@ def _parse_output(out: Any, run_dir: Path) -> tuple[str, dict, list, dict]:
 def pinned_threads(threads: int) -> Iterator[None]:
     """torch uses exactly ``threads`` intra-op threads inside, and the old count after.
 
-    Inter-op threads are set to 1 where torch still allows it (only before any parallel work
-    in the process); they do not change results (eager CPU ops run on the intra-op pool), so
-    a process where it is too late computes the same numbers.
+    Only the intra-op count changes results: eager CPU kernels split their loops and sums
+    over the intra-op pool (torch's OpenMP threads, which also drive MKL and oneDNN). The
+    inter-op pool runs independent ops side by side without changing any op's arithmetic,
+    so it is left as it is (it can be set only once per process; worker processes set 1).
     """
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    with contextlib.suppress(RuntimeError):
-        torch.set_num_interop_threads(1)
     try:
         yield
     finally:
