@@ -22,6 +22,7 @@ import test_runner_toy as toy  # noqa: E402
 from lnlab.errors import LnlabError  # noqa: E402
 from lnlab.runner import (  # noqa: E402
     InProcessBackend,
+    Resources,
     RunTask,
     Store,
     make_backend,
@@ -175,7 +176,7 @@ def test_make_backend_and_resource_checks(ray_cluster, tmp_path):
     assert isinstance(backend, RayBackend) and not backend._owns
     assert backend.has_gpu() == (ray.cluster_resources().get("GPU", 0) > 0)
     if not backend.has_gpu():
-        task = RunTask("k", "toy", MODULE, {}, str(tmp_path), {"cpus": 1.0, "gpus": 1.0})
+        task = RunTask("k", "toy", MODULE, {}, str(tmp_path), Resources(gpus=1.0))
         with pytest.raises(LnlabError, match="has none"):
             backend.submit(task)
     with pytest.raises(LnlabError, match="workers"):

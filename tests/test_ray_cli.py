@@ -11,7 +11,7 @@ from lnlab.cli import main
 from lnlab.errors import LnlabError
 from lnlab.experiments import get_experiment
 from lnlab.runner import InProcessBackend, make_backend, run_key
-from lnlab.runner.backends import resolve_device, resources_of, with_device
+from lnlab.runner.backends import resolve_device
 
 
 class FakeBackend(InProcessBackend):
@@ -51,7 +51,9 @@ def test_bad_backend_options_exit_2_and_write_nothing(tmp_path, capsys, args, ms
 
 
 def test_cpu_keeps_run_keys_and_cuda_makes_separate_runs():
-    configs, _ = get_experiment("baselines").configs("quick", 1)
+    exp = get_experiment("baselines")
+    with_device = exp.with_device
+    configs, _ = exp.configs("quick", 1)
     plain = [{"seed": 0, "arm": "a"}]  # a run that does not train
     cpu = with_device(configs + plain, "cpu")
     assert cpu == configs + plain
@@ -63,8 +65,9 @@ def test_cpu_keeps_run_keys_and_cuda_makes_separate_runs():
     new_keys = {run_key("baselines", c) for c in cuda[:-1]}
     assert not new_keys & {run_key("baselines", c) for c in configs}
     assert len(new_keys) == len(configs)
-    assert {resources_of(c)["gpus"] for c in cuda[:-1]} == {1.0}
-    assert {resources_of(c)["gpus"] for c in cpu} == {0.0}
+    assert {exp.resources(c).gpus for c in cuda[:-1]} == {1.0}
+    assert {exp.resources(c).gpus for c in cpu} == {0.0}
+    assert {exp.resources(c).threads for c in cpu} == {1}  # pinned from the config
     with pytest.raises(LnlabError, match="resolve"):
         with_device(configs, "auto")
 

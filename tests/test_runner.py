@@ -14,6 +14,7 @@ from lnlab.runner import (
     DB_NAME,
     InProcessBackend,
     LocalBackend,
+    Resources,
     RunTask,
     Store,
     execute,
@@ -91,6 +92,52 @@ def test_execute_reports_bad_run_output_as_failed(tmp_path):
     assert out.status == "failed" and out.error.startswith("AttributeError")
 
 
+def test_execute_pins_the_tasks_threads_and_restores_the_callers(tmp_path):
+    """The thread count is the task's (hence the experiment's, from the config), never the
+    process's: the same run computes the same sums in any worker (issue 13)."""
+    import torch
+
+    cfg = {**toy.sweep("quick", [0])[0], "epochs": 1, "threads_probe": True}
+    before = torch.get_num_threads()
+    for n in (1, 3, 2):
+        out = execute(RunTask("k", "toy", MODULE, cfg, str(tmp_path / str(n)), Resources(n)))
+        assert out.status == "finished", out.error
+        assert out.summary["threads"] == n and out.environment["threads"] == n
+        assert torch.get_num_threads() == before
+    bad = execute(RunTask("k", "toy", MODULE, {**cfg, "fail": True}, str(tmp_path / "f"),
+                          Resources(3)))
+    assert bad.status == "failed" and bad.environment["threads"] == 3
+    assert torch.get_num_threads() == before
+    assert {"python", "torch", "numpy", "cpu_capability"} <= set(bad.environment)
+
+
+def test_the_runner_takes_resources_from_the_experiment_not_from_config_fields(tmp_path):
+    cfgs = [{**c, "epochs": 1, "threads_probe": True, "train": {"threads": 4, "device": "cuda"}}
+            for c in toy.sweep("quick", [0])]
+    run_sweep(tmp_path / "default", "toy", MODULE, cfgs, progress=False)
+    with Store.open(tmp_path / "default") as s:  # one thread: "train.threads" means nothing
+        assert {r.summary["threads"] for r in s.runs()} == {1}
+        assert {r.environment["threads"] for r in s.runs()} == {1}
+    asked = []
+
+    def resources(cfg):
+        asked.append(cfg["arm"])
+        return Resources(threads=2 if cfg["arm"] == "b" else 1)
+
+    run_sweep(tmp_path / "given", "toy", MODULE, cfgs, progress=False, resources=resources)
+    assert sorted(asked) == ["a", "b"]
+    with Store.open(tmp_path / "given") as s:
+        assert {r.config["arm"]: r.summary["threads"] for r in s.runs()} == {"a": 1, "b": 2}
+
+
+@pytest.mark.parametrize("kw", [{"threads": 0}, {"threads": True}, {"threads": 1.5},
+                                {"gpus": -1.0}])
+def test_resources_are_checked(kw):
+    with pytest.raises(ValueError, match="Resources"):
+        Resources(**kw)
+    assert Resources(threads=3, gpus=1.0).request() == {"cpus": 3.0, "gpus": 1.0}
+
+
 def test_bad_configs_leave_nothing_behind(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(LnlabError, match=r"config #1\.x"):
@@ -111,7 +158,7 @@ def test_one_driver_per_directory(tmp_path):
 def test_process_pool_backend_survives_a_dying_worker(tmp_path):
     cfgs = toy.sweep("quick", [0, 1])
     cfgs[1]["die"] = True  # os._exit in the worker: the pool breaks
-    with LocalBackend(workers=2, threads_per_worker=1) as backend:
+    with LocalBackend(workers=2) as backend:
         res = run_sweep(tmp_path, "toy", MODULE, cfgs, backend=backend, progress=False)
     assert res.total == 4 and res.failed >= 1 and res.ran == 4
     assert "worker process died" in res.errors[run_key("toy", cfgs[1])]
@@ -134,7 +181,7 @@ def test_sweep_killed_mid_way_resumes_without_repeating_or_losing_runs(tmp_path,
         "from lnlab.runner import make_backend, run_sweep\n"
         "run_sweep(sys.argv[1], 'toy', 'test_runner_toy', "
         "toy.sweep('quick', [0, 1, 2], sleep='0.15'), progress=False, "
-        f"backend=make_backend('local', workers={workers}, threads_per_worker=1))\n"
+        f"backend=make_backend('local', workers={workers}))\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR),
                                                         os.environ.get("PYTHONPATH", "")])}

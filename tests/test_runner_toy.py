@@ -2,7 +2,8 @@
 
 ``run`` imitates a trainer: it walks ``epochs`` epochs, checkpoints after each one into its
 run dir and resumes from there, logs every executed epoch and every completion (so tests can
-prove nothing ran twice), and can diverge, raise, or kill its own process on request.
+prove nothing ran twice), and can diverge, raise, kill its own process, or report the torch
+thread count it ran on, on request.
 """
 
 from __future__ import annotations
@@ -78,8 +79,12 @@ def run(config: dict, run_dir: Path) -> dict:
     with (run_dir / "completions.log").open("a") as f:
         f.write("done\n")
     (run_dir / "out.txt").write_text("artifact")
-    return {"summary": {"score": state["history"][-1]["score"], "epochs": state["epoch"]},
-            "epochs": state["history"], "artifacts": {"out": "out.txt"}}
+    summary = {"score": state["history"][-1]["score"], "epochs": state["epoch"]}
+    if config.get("threads_probe"):  # the intra-op thread count the backend gave this run
+        import torch
+
+        summary["threads"] = torch.get_num_threads()
+    return {"summary": summary, "epochs": state["history"], "artifacts": {"out": "out.txt"}}
 
 
 def analyze(results) -> dict[str, Measurement]:

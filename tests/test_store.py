@@ -131,6 +131,49 @@ def test_sweeps_table_keeps_the_latest_per_experiment(tmp_path):
         assert latest[1].finished is not None and latest[0].options == {"o": "1"}
 
 
+def test_runs_keep_their_environment_and_sweeps_their_role(tmp_path):
+    env = {"torch": "2.0", "cpu_capability": "AVX2", "threads": 1}
+    with Store.open(tmp_path, create=True) as s:
+        s.add_runs("e", [("k", {}), ("j", {})])
+        s.record("k", status="finished", environment=env)
+        s.begin_sweep("e", scale="quick", seeds=[0], options={}, keys=["k"], versions={})
+        s.begin_sweep("e", scale="quick", seeds=[1000], options={}, keys=["j"], versions={},
+                      replicate=True)
+    with Store.open(tmp_path) as s:
+        assert s.runs(keys=["k"])[0].environment == env
+        assert s.runs(keys=["j"])[0].environment == {}  # not run yet
+        assert [(w.seeds, w.replicate) for w in s.latest_sweeps()] == [([0], False)]
+        assert [w.seeds for w in s.latest_sweeps(replicate=True)] == [[1000]]
+        assert [w.replicate for w in s.sweeps("e")] == [False, True]
+
+
+def test_a_store_from_before_the_added_columns_is_upgraded_on_open(tmp_path):
+    con = sqlite3.connect(tmp_path / DB_NAME)
+    con.executescript("""
+        CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema', '1');
+        CREATE TABLE runs (key TEXT PRIMARY KEY, experiment TEXT NOT NULL,
+            config TEXT NOT NULL, status TEXT NOT NULL, summary TEXT, error TEXT,
+            created TEXT NOT NULL, started TEXT, finished TEXT, wall_time REAL, host TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0);
+        INSERT INTO runs (key, experiment, config, status, summary, created)
+            VALUES ('k', 'e', '{}', 'finished', '{"a": 1}', 'then');
+        CREATE TABLE sweeps (id INTEGER PRIMARY KEY AUTOINCREMENT, experiment TEXT NOT NULL,
+            scale TEXT NOT NULL, seeds TEXT NOT NULL, options TEXT NOT NULL,
+            keys TEXT NOT NULL, versions TEXT NOT NULL, started TEXT NOT NULL, finished TEXT);
+        INSERT INTO sweeps (experiment, scale, seeds, options, keys, versions, started)
+            VALUES ('e', 'quick', '[0]', '{}', '["k"]', '{}', 'then');
+    """)
+    con.close()
+    with Store.open(tmp_path) as s:
+        (run,) = s.runs()
+        assert (run.summary, run.environment) == ({"a": 1}, {})
+        (sw,) = s.latest_sweeps()
+        assert (sw.claims, sw.replicate) == ([], False)
+        s.record("k", status="finished", environment={"threads": 1})
+        assert s.runs()[0].environment == {"threads": 1}
+
+
 def test_sanitize_and_flatten():
     import numpy as np
 

@@ -1,8 +1,9 @@
 """``lnlab plan``: what a sweep will ask of a cluster, before anything runs.
 
 The numbers in the distributed-runs documentation come from here, not from hand counts:
-run counts per experiment at a scale, the CPU/GPU request of each run (the same
-``resources_of`` the backends use), and the summed training epochs as a rough size of the job.
+run counts per experiment at a scale, the CPU/GPU request of each run (the experiment's
+``resources``, as the backends get it), and the summed training epochs as a rough size of
+the job.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ def plan_sweeps(scale: str = "full", *, names: list[str] | None = None,
     ``device`` is ``cpu`` or ``cuda`` (what ``--device`` resolves to on the cluster).
     """
     from lnlab.experiments import available, get_experiment
-    from lnlab.runner.backends import resources_of, with_device
     from lnlab.runner.config import get_path, run_key
 
     if device not in ("cpu", "cuda"):
@@ -56,13 +56,13 @@ def plan_sweeps(scale: str = "full", *, names: list[str] | None = None,
     for name in names or available():
         exp = get_experiment(name)
         configs, seed_list = exp.configs(scale, seeds)
-        configs = with_device(configs, device)
+        configs = exp.with_device(configs, device)
         unique = {run_key(exp.name, c): c for c in configs}  # the driver runs duplicates once
         counts: Counter[str] = Counter()
         cpus = gpus = 0.0
         epochs = 0
         for cfg in unique.values():
-            res = resources_of(cfg)
+            res = exp.resources(cfg).request()
             counts[_label(res)] += 1
             cpus += res["cpus"]
             gpus += res["gpus"]

@@ -20,6 +20,8 @@ STORAGE_HELP = ("directory for the run directories (checkpoints); with a cluster
                 "node sees (default: --out)")
 DEVICE_HELP = ("auto (CUDA if the backend has a GPU) | cpu | cuda; cpu keeps run keys "
                "unchanged, cuda runs are separate runs")
+REPLICATE_HELP = ("also run the sweep on a second, disjoint seed set (seeds 1000, 1001, …) and "
+                  "report each claim's verdict on both sets and whether they agree")
 
 
 def _parse_options(items: list[str] | None) -> dict[str, str]:
@@ -43,7 +45,8 @@ def _summary_line(res) -> str:  # type: ignore[no-untyped-def]
              if (n := getattr(res, k))]
     if res.skipped:
         parts.append(f"{res.skipped} already done")
-    return (f"{res.experiment}: {res.total} runs ({', '.join(parts) or 'nothing to do'}) "
+    name = f"{res.experiment} (replication)" if res.replicate else res.experiment
+    return (f"{name}: {res.total} runs ({', '.join(parts) or 'nothing to do'}) "
             f"in {res.wall_time:.1f} s")
 
 
@@ -88,6 +91,7 @@ def register(app: typer.Typer) -> None:
         data: str = typer.Option(None, help="your dataset spec or path (same as -o data=...)"),
         init: str = typer.Option(None, help="a local checkpoint to start from "
                                  "(same as -o init=...)"),
+        replicate: bool = typer.Option(False, "--replicate", help=REPLICATE_HELP),
     ) -> None:
         """Run one experiment's sweep (skipping finished runs), then write the report."""
         from lnlab.experiments import get_experiment, run_experiment
@@ -99,10 +103,11 @@ def register(app: typer.Typer) -> None:
         _check_device(device)
         get_experiment(experiment).configs(scale, seeds, opts)  # bad input: fail before Ray
         with make_backend(backend, workers=workers, address=address) as be:
-            res = run_experiment(experiment, out, scale=scale, seeds=seeds, options=opts,
-                                 backend=be, progress=not no_progress, storage=storage,
-                                 device=device)
-        _finish(console, out, [res])
+            results = [run_experiment(experiment, out, scale=scale, seeds=seeds, options=opts,
+                                      backend=be, progress=not no_progress, storage=storage,
+                                      device=device, replicate=second)
+                       for second in ((False, True) if replicate else (False,))]
+        _finish(console, out, results)
 
     @app.command("reproduce")
     def reproduce_cmd(
@@ -114,6 +119,7 @@ def register(app: typer.Typer) -> None:
         storage: Annotated[Path | None, typer.Option(help=STORAGE_HELP)] = None,
         device: str = typer.Option("cpu", help=DEVICE_HELP),
         no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
+        replicate: bool = typer.Option(False, "--replicate", help=REPLICATE_HELP),
     ) -> None:
         """Run every registered experiment at one scale, then write the report."""
         from lnlab.experiments import available, get_experiment, run_experiment
@@ -126,7 +132,10 @@ def register(app: typer.Typer) -> None:
             get_experiment(name).configs(scale)
         # one backend for every experiment: a Ray instance starts (or joins) once
         with make_backend(backend, workers=workers, address=address) as be:
+            # every primary sweep first: an interrupted replication leaves a full report
             results = [run_experiment(name, out, scale=scale, backend=be, storage=storage,
-                                      device=device, progress=not no_progress)
+                                      device=device, progress=not no_progress,
+                                      replicate=second)
+                       for second in ((False, True) if replicate else (False,))
                        for name in names]
         _finish(console, out, results)

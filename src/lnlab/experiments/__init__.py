@@ -8,11 +8,8 @@ down or breaks the others, and worker processes import only what they run.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import platform
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path
 from types import MappingProxyType
 
@@ -37,7 +34,8 @@ from lnlab.experiments.framework import (
     train_output,
     train_run,
 )
-from lnlab.runner.backends import Backend, make_backend, resolve_device, with_device
+from lnlab.experiments.replicate import REPLICATE_FIRST_SEED
+from lnlab.runner.backends import Backend, make_backend, resolve_device
 from lnlab.runner.driver import SweepResult, run_sweep
 
 __all__ = [
@@ -89,15 +87,17 @@ def get_experiment(name: str) -> Experiment:
 
 
 def environment() -> dict[str, str]:
-    """Versions that a result depends on, stored with every sweep and shown in the report."""
-    import lnlab
+    """Versions that a result depends on, stored with every sweep and shown in the report.
 
-    out = {"lnlab": lnlab.__version__, "python": platform.python_version(),
-           "platform": platform.platform(terse=True)}
-    for dist in ("torch", "numpy", "mnist1d", "scikit-learn", "matplotlib"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[dist] = metadata.version(dist)
-    return out
+    Each run also records the versions and CPU of the worker that computed it (see
+    ``lnlab.runner.environment``); this is the driver's view, plus the plotting library.
+    """
+    import platform
+
+    from lnlab.runner.environment import cpu_capability, versions
+
+    return {**versions(extra=("matplotlib",)), "platform": platform.platform(terse=True),
+            "cpu_capability": cpu_capability()}
 
 
 def run_experiment(
@@ -112,6 +112,7 @@ def run_experiment(
     progress: bool = True,
     storage: str | Path | None = None,
     device: str = "cpu",
+    replicate: bool = False,
 ) -> SweepResult:
     """Expand the experiment's sweep and run it into ``out_dir`` (skipping finished runs).
 
@@ -119,19 +120,27 @@ def run_experiment(
     touched, so bad input leaves nothing behind. ``storage`` holds the run directories
     (default ``out_dir``; a path all nodes share for a cluster backend). ``device`` (auto |
     cpu | cuda) is resolved against the backend; ``cpu`` keeps every run key unchanged.
+    ``replicate`` runs the replication instead: the same sweep on the seeds
+    ``REPLICATE_FIRST_SEED, …`` (disjoint from the primary ``0, 1, …``), stored as the
+    experiment's replication sweep.
     """
     exp = get_experiment(name)
-    configs, seed_list = exp.configs(scale, seeds, options)
+    first = REPLICATE_FIRST_SEED if replicate else 0
+    configs, seed_list = exp.configs(scale, seeds, options, first_seed=first)
+    if replicate and len(seed_list) > REPLICATE_FIRST_SEED:
+        raise LnlabError(f"--replicate needs at most {REPLICATE_FIRST_SEED} seeds (the two "
+                         f"seed sets would overlap)")
     own = isinstance(backend, str)
     if isinstance(backend, str):
         backend = make_backend(backend, workers=workers)
     try:
-        configs = with_device(configs, resolve_device(device, backend))
+        configs = exp.with_device(configs, resolve_device(device, backend))
         return run_sweep(out_dir, exp.name, exp.module, configs, scale=scale, seeds=seed_list,
                          options=dict(options or {}), backend=backend,
                          versions=environment(), progress=progress,
                          claims=[c.to_dict() for c in exp.claims],
-                         headline_metric=exp.headline_metric, storage=storage)
+                         headline_metric=exp.headline_metric, storage=storage,
+                         resources=exp.resources, replicate=replicate)
     finally:
         if own:
             backend.close()

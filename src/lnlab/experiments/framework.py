@@ -19,10 +19,15 @@ or ``(header, key, factor)`` triples), ``HEADLINE_METRIC`` (shown on the progres
 
 A run config is a JSON dict. Experiments that train use ``{"arm": ..., "train": TrainConfig
 dict}`` and ``run = train_run``; the seed lives at ``train.seed`` (or top-level ``seed``).
+The runner does not read configs: ``resources(config) -> Resources`` (threads, GPUs) and
+``with_device(configs, device)`` say what a run needs and where it computes; the defaults,
+``train_resources`` and ``train_with_device``, read and write the ``train`` section, and a
+module may define its own.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -33,6 +38,7 @@ from typing import Any
 
 from lnlab.errors import LnlabError
 from lnlab.experiments.claims import Claim, Measurement
+from lnlab.runner.backends import Resources
 from lnlab.runner.config import flatten, get_path
 from lnlab.runner.store import RunRow, Store
 
@@ -41,7 +47,9 @@ __all__ = [
     "Experiment",
     "Results",
     "spearman",
+    "train_resources",
     "train_run",
+    "train_with_device",
 ]
 
 SCALES = ("quick", "full")
@@ -92,8 +100,12 @@ class Experiment:
         )
 
     def configs(self, scale: str, seeds: int | None = None,
-                options: Mapping[str, str] | None = None) -> tuple[list[dict], list[int]]:
-        """Validated run configs for a scale and seed count (bad input → LnlabError)."""
+                options: Mapping[str, str] | None = None, *,
+                first_seed: int = 0) -> tuple[list[dict], list[int]]:
+        """Validated run configs for a scale and seed count (bad input → LnlabError).
+
+        The seeds are ``first_seed, first_seed + 1, …`` (a replication uses a second,
+        disjoint range)."""
         if scale not in SCALES:
             raise LnlabError(f"unknown scale {scale!r}: use {' or '.join(SCALES)}")
         n = self.seeds[scale] if seeds is None else seeds
@@ -105,11 +117,20 @@ class Experiment:
             valid = ", ".join(self.options) or "none"
             raise LnlabError(f"experiment {self.name!r} has no option {unknown[0]!r} "
                              f"(valid: {valid})")
-        seed_list = list(range(n))
+        seed_list = list(range(first_seed, first_seed + n))
         configs = list(self._mod.sweep(scale, seed_list, **options))
         if not configs or not all(isinstance(c, Mapping) for c in configs):
             raise TypeError(f"{self.module}.sweep() must return a non-empty list of dicts")
         return [complete_config(c) for c in configs], seed_list
+
+    def resources(self, config: Mapping[str, Any]) -> Resources:
+        """What one run needs (the threads its worker pins, GPUs), from its config."""
+        return getattr(self._mod, "resources", train_resources)(config)
+
+    def with_device(self, configs: Sequence[Mapping[str, Any]],
+                    device: str) -> list[dict[str, Any]]:
+        """The configs computing on ``device`` (``cpu`` | ``cuda``, already resolved)."""
+        return list(getattr(self._mod, "with_device", train_with_device)(configs, device))
 
     def analyze(self, results: Results) -> dict[str, Measurement]:
         return dict(self._mod.analyze(results))
@@ -137,6 +158,38 @@ def complete_config(config: Mapping[str, Any]) -> dict[str, Any]:
         from lnlab.train import TrainConfig
 
         out["train"] = TrainConfig.from_dict(dict(out["train"])).validate().to_dict()
+    return out
+
+
+def train_resources(config: Mapping[str, Any]) -> Resources:
+    """A run's needs from its ``train`` section: ``threads`` (default 1) and a GPU when
+    ``device`` is ``cuda``; a config without one (a measurement run) gets one thread."""
+    train = config.get("train")
+    if not isinstance(train, Mapping):
+        return Resources()
+    threads = train.get("threads")
+    device = str(train.get("device") or "cpu")
+    return Resources(threads=threads if isinstance(threads, int) and threads > 0 else 1,
+                     gpus=1.0 if device.startswith("cuda") else 0.0)
+
+
+def train_with_device(configs: Sequence[Mapping[str, Any]], device: str) -> list[dict[str, Any]]:
+    """Configs whose ``train`` section runs on ``device`` (``cpu`` or ``cuda``).
+
+    ``cpu`` returns the configs unchanged, so their run keys (and every existing store) stay
+    valid. ``cuda`` sets ``train.device`` and therefore changes the keys: a GPU run computes
+    different floating-point results, so it is a different run, never mixed with CPU rows.
+    Configs without a ``train`` section (runs that do not train) are left alone.
+    """
+    if device not in ("cpu", "cuda"):
+        raise LnlabError(f"with_device: device must be 'cpu' or 'cuda' (resolve {device!r} "
+                         "first)")
+    out = []
+    for cfg in configs:
+        cfg = copy.deepcopy(dict(cfg))
+        if device != "cpu" and isinstance(cfg.get("train"), Mapping):
+            cfg["train"] = {**cfg["train"], "device": device}
+        out.append(cfg)
     return out
 
 

@@ -23,6 +23,13 @@ from lnlab.errors import LnlabError
 from lnlab.experiments.claims import CHECK_OUTCOMES, VERDICTS, ClaimResult, evaluate_all
 from lnlab.experiments.framework import Experiment, Results
 from lnlab.report.files import write_atomic
+from lnlab.report.replication import (
+    Replication,
+    collect_replication,
+    replication_html,
+    replication_json,
+    replication_markdown,
+)
 from lnlab.runner.backends import one_line
 from lnlab.runner.store import Store, SweepRow
 
@@ -66,6 +73,7 @@ class Report:
     out_dir: Path
     created: str
     sections: list[ExperimentSection]
+    replication: Replication | None = None  # verdicts on the second seed set, if run
 
     @property
     def claims(self) -> list[ClaimResult]:
@@ -144,7 +152,9 @@ def collect(out_dir: str | Path,
             except Exception as e:
                 sec.problems.append(f"results table failed: {one_line(e)}")
             sections.append(sec)
-    return Report(out, datetime.now(UTC).isoformat(timespec="seconds"), sections)
+        replication = collect_replication(store, sweeps, [c for s in sections for c in s.claims],
+                                          resolve)
+    return Report(out, datetime.now(UTC).isoformat(timespec="seconds"), sections, replication)
 
 
 def edited_claims(exp: Experiment, sw: SweepRow) -> list[str]:
@@ -254,6 +264,8 @@ def render_json(rep: Report) -> str:
                    for c in rep.claims],
         "checks": [c.to_dict() for c in rep.checks],
     }
+    if rep.replication is not None:
+        doc["replication"] = replication_json(rep.replication)
     return json.dumps(doc, indent=2, allow_nan=False) + "\n"
 
 
@@ -293,6 +305,8 @@ def render_markdown(rep: Report) -> str:
                      f"| {_md(c.claim.expected)} | {_md(minimal_text(c))} "
                      f"| {_md(measured_text(c))} | {n} | **{c.verdict}** |")
     lines.append("")
+    if rep.replication is not None:
+        lines += replication_markdown(rep.replication)
     for s in rep.sections:
         lines += [f"## {s.name}", "", s.description, "",
                   f"- scale: `{s.sweep.scale}`; seeds: {_seeds_text(s.sweep)}",
@@ -390,6 +404,8 @@ def render_html(rep: Report) -> str:
             f"<td class='num'>{n}</td>"
             f"<td>{_badge(c.verdict)}<div class='why'>{e(c.reason)}</div></td></tr>")
     parts.append("</table>")
+    if rep.replication is not None:
+        parts += replication_html(rep.replication, _badge)
     for s in rep.sections:
         runs = ", ".join(f"{n} {k}" for k, n in s.counts.items() if n)
         parts += [

@@ -1,17 +1,24 @@
 """Where runs execute: the ``Backend`` interface, the worker-side ``execute``, local backends.
 
-The split is deliberate. ``execute(task)`` is everything that happens *for one run* — import
-the experiment module, call its ``run(config, run_dir)``, time it, turn an exception into a
+The split is deliberate. ``execute(task)`` is everything that happens *for one run* — pin
+torch's thread count to the run's ``Resources``, import the experiment module, call its
+``run(config, run_dir)``, time it, record the environment it ran in, turn an exception into a
 ``failed`` outcome with a one-line error — and it returns plain picklable data. A backend only
 decides where ``execute`` runs and hands back outcomes as they complete; it never touches the
 results store (only the driver writes it). A Ray backend is therefore ``execute`` wrapped in
 ``ray.remote`` with ``task.resources`` as the request, plus retries when a worker dies.
+
+Determinism. A run's thread count comes from the task (the experiment decides it from the
+config, so it is part of the run key), never from the backend, the worker count or the
+machine's cores: the same config gives bitwise the same numbers in-process, in a pool worker
+or on Ray. (A float reduction split over 2 threads sums in another order than over 1; before
+this rule ``--workers 1`` ran with all cores' threads and a pool with one per worker, and
+``lnlab run baselines`` gave different accuracies for the same run key.)
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import ctypes
 import importlib
 import multiprocessing
@@ -22,7 +29,7 @@ import sys
 import time
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -37,13 +44,13 @@ __all__ = [
     "Backend",
     "InProcessBackend",
     "LocalBackend",
+    "Resources",
     "RunOutcome",
     "RunTask",
     "execute",
     "make_backend",
+    "pinned_threads",
     "resolve_device",
-    "resources_of",
-    "with_device",
 ]
 
 MAX_ERROR_CHARS = 300
@@ -51,6 +58,30 @@ BACKENDS = ("local", "ray")
 DEVICES = ("auto", "cpu", "cuda")
 RAY_INSTALL_HINT = ("the ray backend needs Ray, which is not installed: "
                     "pip install 'lnlab[ray]'  (or: pip install 'ray>=2.9')")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one run needs, as its experiment states it from the run's config.
+
+    ``threads`` is torch's intra-op thread count during the run (the worker pins it, so it
+    must come from the config for a run to be reproducible) and the CPUs a scheduler
+    reserves; ``gpus`` the GPUs it reserves.
+    """
+
+    threads: int = 1
+    gpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) \
+                or self.threads < 1:
+            raise ValueError(f"Resources.threads must be a positive int (got {self.threads!r})")
+        if not self.gpus >= 0:
+            raise ValueError(f"Resources.gpus must be >= 0 (got {self.gpus!r})")
+
+    def request(self) -> dict[str, float]:
+        """The scheduler's view: ``{"cpus": threads, "gpus": gpus}``."""
+        return {"cpus": float(self.threads), "gpus": float(self.gpus)}
 
 
 @dataclass(frozen=True)
@@ -62,7 +93,7 @@ class RunTask:
     module: str  # importable module that defines run(config, run_dir)
     config: dict[str, Any]
     run_dir: str
-    resources: dict[str, float] = field(default_factory=lambda: {"cpus": 1.0, "gpus": 0.0})
+    resources: Resources = field(default_factory=Resources)
 
 
 @dataclass(frozen=True)
@@ -78,6 +109,7 @@ class RunOutcome:
     wall_time: float = 0.0
     host: str = ""
     retries: int = 0  # extra attempts the backend made (e.g. Ray re-ran it after a worker died)
+    environment: dict[str, Any] = field(default_factory=dict)  # versions, CPU, threads
 
 
 def one_line(exc: BaseException) -> str:
@@ -105,27 +137,52 @@ def _parse_output(out: Any, run_dir: Path) -> tuple[str, dict, list, dict]:
     return status, dict(out["summary"]), [dict(e) for e in epochs], artifacts
 
 
+@contextlib.contextmanager
+def pinned_threads(threads: int) -> Iterator[None]:
+    """torch uses exactly ``threads`` intra-op threads inside, and the old count after.
+
+    Only the intra-op count changes results: eager CPU kernels split their loops and sums
+    over the intra-op pool (torch's OpenMP threads, which also drive MKL and oneDNN). The
+    inter-op pool runs independent ops side by side without changing any op's arithmetic,
+    so it is left as it is (it can be set only once per process; worker processes set 1).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def execute(task: RunTask) -> RunOutcome:
     """Run one task here and now; never raises for a failing run (it becomes ``failed``).
 
-    A full traceback goes to ``run_dir/error.txt`` for debugging; the outcome carries one line.
+    Torch's thread count is pinned to ``task.resources.threads`` for the run and restored
+    after. A full traceback goes to ``run_dir/error.txt``; the outcome carries one line.
     """
+    from lnlab.runner.environment import run_environment
+
     t0 = time.perf_counter()
     host = socket.gethostname()
     run_dir = Path(task.run_dir)
+    env: dict[str, Any] = {}
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "error.txt").unlink(missing_ok=True)  # from an earlier failed attempt
-        module = importlib.import_module(task.module)
-        out = module.run(dict(task.config), run_dir)
+        with pinned_threads(task.resources.threads):
+            env = run_environment()
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "error.txt").unlink(missing_ok=True)  # from an earlier failed attempt
+            module = importlib.import_module(task.module)
+            out = module.run(dict(task.config), run_dir)
         status, summary, epochs, artifacts = _parse_output(out, run_dir)
         return RunOutcome(task.key, status, summary, epochs, artifacts, None,
-                          time.perf_counter() - t0, host)
+                          time.perf_counter() - t0, host, environment=env)
     except Exception as e:  # a failing run is a recorded result, not a crash of the sweep
         with contextlib.suppress(OSError):
             (run_dir / "error.txt").write_text(traceback.format_exc())
         return RunOutcome(task.key, "failed", error=one_line(e),
-                          wall_time=time.perf_counter() - t0, host=host)
+                          wall_time=time.perf_counter() - t0, host=host, environment=env)
 
 
 class Backend(ABC):
@@ -164,25 +221,22 @@ class Backend(ABC):
 
 
 class InProcessBackend(Backend):
-    """Runs each task in the calling process (``--workers 1``): simplest, easiest to debug."""
+    """Runs each task in the calling process (``--workers 1``): simplest, easiest to debug.
+
+    ``execute`` pins each run's threads and restores the caller's setting afterwards.
+    """
 
     capacity = 1
 
-    def __init__(self, threads: int | None = None) -> None:
+    def __init__(self) -> None:
         self._queue: list[RunTask] = []
-        self._threads = threads
 
     def submit(self, task: RunTask) -> None:
         self._queue.append(task)
 
     def completed(self) -> Iterator[RunOutcome]:
         while self._queue:
-            task = self._queue.pop(0)
-            if self._threads:
-                import torch
-
-                torch.set_num_threads(self._threads)
-            yield execute(task)
+            yield execute(self._queue.pop(0))
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -202,13 +256,13 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _init_worker(threads: int, parent_pid: int) -> None:
-    """Pool initializer: bound each worker's intra-op threads so N workers share the cores."""
+def _init_worker(parent_pid: int) -> None:
+    """Pool initializer: die with the driver; one OpenMP thread until a run pins its own."""
     _die_with_parent(parent_pid)
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(1)
     with contextlib.suppress(RuntimeError):  # only settable before any inter-op work
         torch.set_num_interop_threads(1)
 
@@ -219,14 +273,14 @@ class LocalBackend(Backend):
     Workers are started with ``spawn`` (never ``fork``: forking a process that already has
     torch's thread pools running can deadlock). If a worker dies (OOM killer, segfault) the
     pool breaks: every task that was in it comes back ``failed`` with that reason, and a fresh
-    pool serves later submissions.
+    pool serves later submissions. Each run uses the threads its task asks for (so workers ×
+    threads above the core count oversubscribes the CPU: slower, same numbers).
     """
 
-    def __init__(self, workers: int, threads_per_worker: int | None = None) -> None:
+    def __init__(self, workers: int) -> None:
         if workers < 1:
             raise LnlabError(f"--workers must be at least 1 (got {workers})")
         self.capacity = workers
-        self.threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
         self._pool: ProcessPoolExecutor | None = None
         self._futures: dict[Future[RunOutcome], RunTask] = {}
 
@@ -236,7 +290,7 @@ class LocalBackend(Backend):
                 max_workers=self.capacity,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(self.threads, os.getpid()),
+                initargs=(os.getpid(),),
             )
         return self._pool
 
@@ -274,7 +328,7 @@ def default_workers() -> int:
 
 
 def make_backend(name: str = "local", *, workers: int | None = None,
-                 threads_per_worker: int | None = None, address: str | None = None) -> Backend:
+                 address: str | None = None) -> Backend:
     """Backend by name. ``local`` with one worker runs in-process (no pool).
 
     ``ray`` starts a local Ray instance with ``workers`` CPUs (default: all cores), or joins
@@ -291,25 +345,15 @@ def make_backend(name: str = "local", *, workers: int | None = None,
             raise LnlabError(RAY_INSTALL_HINT) from None
         from lnlab.runner.ray_backend import RayBackend
 
-        return RayBackend(address=address, workers=workers,
-                          threads_per_worker=threads_per_worker)
+        return RayBackend(address=address, workers=workers)
     if address:
         raise LnlabError("--address only applies to --backend ray")
     n = default_workers() if workers is None else workers
     if n < 1:
         raise LnlabError(f"--workers must be at least 1 (got {n})")
     if n == 1:
-        return InProcessBackend(threads_per_worker)
-    return LocalBackend(n, threads_per_worker)
-
-
-def resources_of(config: Mapping[str, Any]) -> dict[str, float]:
-    """CPU/GPU request of a run, read from its config (``train.threads``, ``train.device``)."""
-    train = config.get("train") if isinstance(config.get("train"), Mapping) else config
-    threads = train.get("threads") if isinstance(train, Mapping) else None
-    device = str(train.get("device", "cpu")) if isinstance(train, Mapping) else "cpu"
-    cpus = float(threads) if isinstance(threads, int | float) and threads and threads > 0 else 1.0
-    return {"cpus": cpus, "gpus": 1.0 if device.startswith("cuda") else 0.0}
+        return InProcessBackend()
+    return LocalBackend(n)
 
 
 def resolve_device(device: str, backend: Backend) -> str:
@@ -326,23 +370,3 @@ def resolve_device(device: str, backend: Backend) -> str:
         raise LnlabError(f"--device cuda: {backend.where} has no CUDA GPU "
                          "(use --device cpu or auto)")
     return "cuda" if gpu else "cpu"
-
-
-def with_device(configs: Sequence[Mapping[str, Any]], device: str) -> list[dict[str, Any]]:
-    """Configs whose ``train`` section runs on ``device`` (``cpu`` or ``cuda``).
-
-    ``cpu`` returns the configs unchanged, so their run keys (and every existing store) stay
-    valid. ``cuda`` sets ``train.device`` and therefore changes the keys: a GPU run computes
-    different floating-point results, so it is a different run, never mixed with CPU rows.
-    Configs without a ``train`` section (runs that do not train) are left alone.
-    """
-    if device not in ("cpu", "cuda"):
-        raise LnlabError(f"with_device: device must be 'cpu' or 'cuda' (resolve {device!r} "
-                         "first)")
-    out = []
-    for cfg in configs:
-        cfg = copy.deepcopy(dict(cfg))
-        if device != "cpu" and isinstance(cfg.get("train"), Mapping):
-            cfg["train"] = {**cfg["train"], "device": device}
-        out.append(cfg)
-    return out

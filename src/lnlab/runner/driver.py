@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lnlab.errors import LnlabError
-from lnlab.runner.backends import Backend, RunOutcome, RunTask, make_backend, resources_of
+from lnlab.runner.backends import Backend, Resources, RunOutcome, RunTask, make_backend
 from lnlab.runner.config import check_config, run_key
 from lnlab.runner.store import DONE, Store
 
@@ -42,6 +42,7 @@ class SweepResult:
     keys: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
     wall_time: float = 0.0
+    replicate: bool = False  # the replication sweep on the second seed set
 
     @property
     def ran(self) -> int:
@@ -129,21 +130,28 @@ def run_sweep(
     headline_metric: str | None = None,
     on_outcome: Callable[[RunOutcome], None] | None = None,
     storage: str | Path | None = None,
+    resources: Callable[[Mapping[str, Any]], Resources] | None = None,
+    replicate: bool = False,
 ) -> SweepResult:
     """Run every config of one experiment into ``out_dir``'s store; return the counts.
 
     ``module`` must be importable in the workers and define ``run(config, run_dir)``.
-    Run directories live under ``storage`` (default ``out_dir``; a cluster backend points it
-    at a path every node sees). Configs are validated (JSON data) before anything is
-    written, so bad input leaves no trace.
+    ``resources(config)`` says what each run needs (its thread count, which the worker pins,
+    and GPUs); the runner knows nothing of the configs' layout, so the experiment supplies
+    it (default: one thread, no GPU). Run directories live under ``storage`` (default
+    ``out_dir``; a cluster backend points it at a path every node sees). ``replicate`` marks
+    the sweep as the replication on a second seed set (the report keeps it apart). Configs
+    are validated (JSON data) before anything is written, so bad input leaves no trace.
     """
     t0 = time.perf_counter()
     out = Path(out_dir)
     for i, cfg in enumerate(configs):
         check_config(dict(cfg), f"{experiment} config #{i}")
     keyed = {run_key(experiment, cfg): dict(cfg) for cfg in configs}  # duplicates run once
+    needs = {k: resources(cfg) if resources else Resources() for k, cfg in keyed.items()}
     keys = list(keyed)
-    result = SweepResult(experiment=experiment, total=len(keys), keys=keys)
+    result = SweepResult(experiment=experiment, total=len(keys), keys=keys,
+                         replicate=replicate)
     own_backend = backend is None
     backend = backend or make_backend("local", workers=1)
     with sweep_lock(out), Store.open(out, create=True) as store:
@@ -151,11 +159,13 @@ def run_sweep(
         store.reset_stale(keys)  # running = left by a dead driver; failed = try again
         sweep_id = store.begin_sweep(experiment, scale=scale, seeds=list(seeds),
                                      options=dict(options or {}), keys=keys,
-                                     versions=dict(versions or {}), claims=claims)
+                                     versions=dict(versions or {}), claims=claims,
+                                     replicate=replicate)
         status = store.statuses(keys)
         todo = [k for k in keys if status.get(k) not in DONE]
         result.skipped = len(keys) - len(todo)
-        bar = _Progress(progress, experiment, len(todo), result.skipped)
+        title = f"{experiment} (replication)" if replicate else experiment
+        bar = _Progress(progress, title, len(todo), result.skipped)
         in_flight: set[str] = set()
         queue = list(reversed(todo))
         try:
@@ -166,7 +176,7 @@ def run_sweep(
                     backend.submit(RunTask(
                         key=key, experiment=experiment, module=module, config=keyed[key],
                         run_dir=str(run_dir_for(storage or out, key)),
-                        resources=resources_of(keyed[key]),
+                        resources=needs[key],
                     ))
                     in_flight.add(key)
                 for outcome in backend.completed():
@@ -174,7 +184,8 @@ def run_sweep(
                     store.record(outcome.key, status=outcome.status, summary=outcome.summary,
                                  epochs=outcome.epochs, artifacts=outcome.artifacts,
                                  error=outcome.error, wall_time=outcome.wall_time,
-                                 host=outcome.host or None, retries=outcome.retries)
+                                 host=outcome.host or None, retries=outcome.retries,
+                                 environment=outcome.environment)
                     setattr(result, outcome.status, getattr(result, outcome.status) + 1)
                     if outcome.error:
                         result.errors[outcome.key] = outcome.error

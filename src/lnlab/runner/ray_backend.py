@@ -1,8 +1,9 @@
 """The ``ray`` backend: one Ray task per run, on a local Ray instance or an existing cluster.
 
 lnlab does not schedule anything itself here. Each run becomes one Ray task that asks for the
-run's CPUs/GPUs (``RunTask.resources``, from the config) and calls the same worker-side
-``execute`` as the local backends, so a run computes the same result wherever it lands. The
+run's CPUs/GPUs (``RunTask.resources``, which its experiment derives from the config) and
+calls the same worker-side ``execute`` as the local backends, which pins the run's thread
+count, so a run computes the same result wherever it lands. The
 driver keeps the SQLite store; tasks only return plain data to it.
 
 Failures. A task whose worker process died (OOM killer, SIGKILL, a lost node) is re-run by Ray
@@ -93,9 +94,9 @@ def attempts_of(run_dir: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def run_attempt(task: RunTask, submission: str, threads: int,
+def run_attempt(task: RunTask, submission: str,
                 driver: tuple[str, int, str | None] | None = None) -> RunOutcome:
-    """What a Ray task runs: log the attempt, bound torch's threads, ``execute`` the run.
+    """What a Ray task runs: log the attempt, ``execute`` the run (which pins its threads).
 
     Earlier attempts of the same ``submission`` in the log are Ray's retries of this task.
     ``driver`` is (Ray node id, pid, start time) of the driver process, to die with it.
@@ -111,11 +112,6 @@ def run_attempt(task: RunTask, submission: str, threads: int,
         f.write(json.dumps(entry) + "\n")
         f.flush()
         os.fsync(f.fileno())
-    import torch
-
-    torch.set_num_threads(max(1, threads))
-    with contextlib.suppress(RuntimeError):  # only settable before any inter-op work
-        torch.set_num_interop_threads(1)
     return dataclasses.replace(execute(task), retries=retries)
 
 
@@ -132,7 +128,6 @@ class RayBackend(Backend):
     where = "the Ray cluster"
 
     def __init__(self, address: str | None = None, *, workers: int | None = None,
-                 threads_per_worker: int | None = None,
                  max_retries: int = DEFAULT_MAX_RETRIES) -> None:
         import ray
 
@@ -158,7 +153,6 @@ class RayBackend(Backend):
                 raise LnlabError(f"could not start or reach {where}: {one_line(e)}") from None
             self._owns = True
         self.limit = workers if address else None  # a local instance is already that size
-        self.threads = threads_per_worker
         self.max_retries = max_retries
         self._remote = ray.remote(run_attempt)
         self._refs: dict[Any, tuple[RunTask, float, float]] = {}  # ref → task, cpus, gpus
@@ -197,16 +191,15 @@ class RayBackend(Backend):
         return max(1, n)
 
     def submit(self, task: RunTask) -> None:
-        cpus = float(task.resources.get("cpus", 1.0))
-        gpus = float(task.resources.get("gpus", 0.0))
+        request = task.resources.request()
+        cpus, gpus = request["cpus"], request["gpus"]
         if gpus > 0 and not self.has_gpu():
             raise LnlabError(f"run {task.key} asks for {gpus:g} GPU but the Ray cluster has none "
                              "(run with --device cpu, or add GPU nodes)")
-        threads = self.threads or max(1, int(cpus))
         ref = self._remote.options(
             num_cpus=cpus, num_gpus=gpus, max_retries=self.max_retries, retry_exceptions=False,
             name=f"lnlab:{task.experiment}:{task.key}",
-        ).remote(task, uuid.uuid4().hex, threads, self._driver)
+        ).remote(task, uuid.uuid4().hex, self._driver)
         self._refs[ref] = (task, cpus, gpus)
         self._last_need = (cpus, gpus)
 

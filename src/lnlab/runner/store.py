@@ -7,9 +7,11 @@ and a run found "running" when a driver starts was left by a dead driver and is 
 Only the driver process writes; workers return their results to it (this is what lets a
 remote backend such as Ray reuse the store unchanged).
 
-Tables: ``runs`` (one row per run key), ``metrics`` (per-epoch values in long format:
-key, epoch, name, value), ``artifacts`` (files a run produced), ``sweeps`` (each invocation:
-which keys it asked for, at which scale and seeds — the report is built from these).
+Tables: ``runs`` (one row per run key, with the environment it ran in: library versions,
+CPU instruction set, threads), ``metrics`` (per-epoch values in long format: key, epoch,
+name, value), ``artifacts`` (files a run produced), ``sweeps`` (each invocation: which keys
+it asked for, at which scale and seeds, and whether it is a replication on a second seed set
+— the report is built from these).
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ CREATE TABLE IF NOT EXISTS runs (
     finished   TEXT,
     wall_time  REAL,
     host       TEXT,
-    attempts   INTEGER NOT NULL DEFAULT 0
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    environment TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS runs_by_experiment ON runs (experiment, status);
 CREATE TABLE IF NOT EXISTS metrics (
@@ -77,9 +80,17 @@ CREATE TABLE IF NOT EXISTS sweeps (
     versions   TEXT NOT NULL,
     claims     TEXT NOT NULL DEFAULT '[]',
     started    TEXT NOT NULL,
-    finished   TEXT
+    finished   TEXT,
+    replicate  INTEGER NOT NULL DEFAULT 0
 );
 """
+
+# Columns added after schema version 1 was released: an older store gains them on open.
+_ADDED_COLUMNS = (
+    ("sweeps", "claims", "TEXT NOT NULL DEFAULT '[]'"),
+    ("sweeps", "replicate", "INTEGER NOT NULL DEFAULT 0"),
+    ("runs", "environment", "TEXT NOT NULL DEFAULT '{}'"),
+)
 
 
 def _now() -> str:
@@ -122,6 +133,7 @@ class RunRow:
     wall_time: float | None = None
     host: str | None = None
     attempts: int = 0
+    environment: dict[str, Any] = field(default_factory=dict)  # as recorded by the worker
 
 
 @dataclass(frozen=True)
@@ -138,6 +150,7 @@ class SweepRow:
     started: str
     finished: str | None
     claims: list[dict[str, Any]] = field(default_factory=list)
+    replicate: bool = False  # the replication sweep on the second seed set
 
 
 class Store:
@@ -166,9 +179,9 @@ class Store:
         conn.execute("PRAGMA foreign_keys=ON")
         store = cls(db, conn)
         conn.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS)
-        cols = {r["name"] for r in conn.execute("PRAGMA table_info(sweeps)")}
-        if "claims" not in cols:  # stores written before claims were recorded per sweep
-            conn.execute("ALTER TABLE sweeps ADD COLUMN claims TEXT NOT NULL DEFAULT '[]'")
+        for table, col, decl in _ADDED_COLUMNS:  # stores written by an older lnlab
+            if col not in {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {col} {decl}")
         with store._tx() as c:
             row = c.execute("SELECT v FROM meta WHERE k='schema'").fetchone()
             if row is None:
@@ -246,11 +259,13 @@ class Store:
         wall_time: float | None = None,
         host: str | None = None,
         retries: int = 0,
+        environment: Mapping[str, Any] | None = None,
     ) -> None:
         """Store a finished/diverged/failed run with its epochs and artifacts, atomically.
 
         ``retries`` are attempts a backend made on its own (Ray re-running a task whose
         worker died); they are added to ``attempts``, which counts the driver's submissions.
+        ``environment`` is what the worker ran with (versions, CPU instruction set, threads).
         """
         if status not in ("finished", "diverged", "failed"):
             raise ValueError(f"cannot record a run as {status!r}")
@@ -272,9 +287,10 @@ class Store:
         with self._tx() as c:
             cur = c.execute(
                 "UPDATE runs SET status=?, summary=?, error=?, finished=?, wall_time=?, "
-                "host=COALESCE(?, host), attempts=attempts+? WHERE key=?",
+                "host=COALESCE(?, host), attempts=attempts+?, environment=? WHERE key=?",
                 (status, json.dumps(sanitize(dict(summary or {})), sort_keys=True), error,
-                 _now(), wall_time, host, max(0, int(retries)), key),
+                 _now(), wall_time, host, max(0, int(retries)),
+                 json.dumps(sanitize(dict(environment or {})), sort_keys=True), key),
             )
             if cur.rowcount != 1:
                 raise KeyError(f"unknown run {key}")
@@ -286,16 +302,17 @@ class Store:
     def begin_sweep(self, experiment: str, *, scale: str, seeds: Sequence[int],
                     options: Mapping[str, Any], keys: Sequence[str],
                     versions: Mapping[str, str],
-                    claims: Sequence[Mapping[str, Any]] = ()) -> int:
+                    claims: Sequence[Mapping[str, Any]] = (), replicate: bool = False) -> int:
         """Record an invocation; ``claims`` are the claim definitions as they were at the
-        start, so the report can flag a claim edited after its results existed."""
+        start, so the report can flag a claim edited after its results existed.
+        ``replicate`` marks the replication sweep (second seed set) of the experiment."""
         with self._tx() as c:
             cur = c.execute(
                 "INSERT INTO sweeps (experiment, scale, seeds, options, keys, versions, claims, "
-                "started) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "started, replicate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (experiment, scale, json.dumps(list(seeds)), json.dumps(dict(options)),
                  json.dumps(list(keys)), json.dumps(dict(versions)),
-                 json.dumps(sanitize(list(claims))), _now()),
+                 json.dumps(sanitize(list(claims))), _now(), int(bool(replicate))),
             )
             return int(cur.lastrowid or 0)
 
@@ -311,7 +328,7 @@ class Store:
             status=row["status"], summary=json.loads(row["summary"] or "{}"),
             error=row["error"], created=row["created"], started=row["started"],
             finished=row["finished"], wall_time=row["wall_time"], host=row["host"],
-            attempts=row["attempts"],
+            attempts=row["attempts"], environment=json.loads(row["environment"] or "{}"),
         )
 
     def runs(self, *, experiment: str | None = None, status: Sequence[str] | None = None,
@@ -359,24 +376,30 @@ class Store:
         return {r["name"]: r["path"] for r in self._conn.execute(
             "SELECT name, path FROM artifacts WHERE key=?", (key,))}
 
-    def sweeps(self, experiment: str | None = None) -> list[SweepRow]:
-        sql, args = "SELECT * FROM sweeps", []
+    def sweeps(self, experiment: str | None = None, *,
+               replicate: bool | None = None) -> list[SweepRow]:
+        """Sweeps in order; ``replicate`` True/False keeps only replication/primary ones."""
+        sql, args = "SELECT * FROM sweeps WHERE 1=1", []
         if experiment:
-            sql += " WHERE experiment=?"
+            sql += " AND experiment=?"
             args.append(experiment)
+        if replicate is not None:
+            sql += " AND replicate=?"
+            args.append(int(replicate))
         return [
             SweepRow(id=r["id"], experiment=r["experiment"], scale=r["scale"],
                      seeds=json.loads(r["seeds"]), options=json.loads(r["options"]),
                      keys=json.loads(r["keys"]), versions=json.loads(r["versions"]),
                      started=r["started"], finished=r["finished"],
-                     claims=json.loads(r["claims"]))
+                     claims=json.loads(r["claims"]), replicate=bool(r["replicate"]))
             for r in self._conn.execute(sql + " ORDER BY id", args)
         ]
 
-    def latest_sweeps(self) -> list[SweepRow]:
-        """The most recent sweep of each experiment, in order of first appearance."""
+    def latest_sweeps(self, *, replicate: bool = False) -> list[SweepRow]:
+        """The most recent primary sweep of each experiment (``replicate=True``: the most
+        recent replication sweep), in order of first appearance."""
         latest: dict[str, SweepRow] = {}
-        for s in self.sweeps():
+        for s in self.sweeps(replicate=replicate):
             latest[s.experiment] = s
         return list(latest.values())
 

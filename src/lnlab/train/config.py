@@ -48,7 +48,10 @@ class TrainConfig:
     eval_every: int = 1                # epochs between evaluations (the last is always done)
     checkpoint_every: int = 10         # epochs between checkpoints (with a run dir); 0 = never
     device: str = "cpu"                # cpu | auto | cuda
-    threads: int | None = None         # torch CPU threads; None leaves the setting alone
+    threads: int | None = 1            # torch CPU threads during the run. Results depend on
+    #                                    it (a reduction split over n threads sums in another
+    #                                    order), so it is part of the config and the run key;
+    #                                    None leaves the process's setting alone
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -107,8 +110,9 @@ class TrainConfig:
             raise bad(f"stop_at_train_acc must be in (0, 1], got {self.stop_at_train_acc}")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise bad(f"clip_grad_norm must be positive, got {self.clip_grad_norm}")
-        if self.threads is not None and self.threads < 1:
-            raise bad(f"threads must be >= 1, got {self.threads}")
+        if self.threads is not None and (not isinstance(self.threads, int) or isinstance(
+                self.threads, bool) or self.threads < 1):
+            raise bad(f"threads must be a positive integer or None, got {self.threads}")
         if not isinstance(self.wd_exclude, list) or not all(
                 isinstance(s, str) and s for s in self.wd_exclude):
             raise bad("wd_exclude must be a list of group names or parameter-name globs")

@@ -9,7 +9,9 @@ Determinism: the batch order of epoch ``e`` comes from a generator seeded with (
 the global torch RNG (dropout) is re-seeded with (seed, e) at each epoch start, so an epoch's
 computation depends only on the state at its start.  A checkpoint holds that state exactly
 (weights, optimizer tensors, step, metrics), so a resumed run ends bitwise equal on CPU.
-The caller's RNG state is restored on return (``torch.random.fork_rng``).
+Torch runs on ``cfg.threads`` intra-op threads (default 1): matmul and reduction kernels
+split their sums by thread count, so the count is part of the config, not of the machine.
+The caller's RNG state and thread count are restored on return.
 """
 
 from __future__ import annotations
@@ -187,6 +189,7 @@ def _seed_rng(seed: int, device: torch.device) -> None:
 
 @contextlib.contextmanager
 def _threads(n: int | None) -> Iterator[None]:
+    """Exactly ``n`` intra-op threads inside (None: leave the setting alone)."""
     if not n:
         yield
         return
