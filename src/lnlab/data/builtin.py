@@ -12,7 +12,6 @@ import importlib.metadata
 import math
 import os
 import random as _pyrandom
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 from lnlab.data.base import Dataset, Options, as_dataset, split_indices
 from lnlab.data.text import load_pystdlib
 from lnlab.errors import LnlabError
+from lnlab.io import save_npz, write_with
 
 
 def cache_dir() -> Path:
@@ -43,17 +43,8 @@ def _cached_arrays(key: str, make: Callable[[], dict[str, np.ndarray]]) -> dict[
         except (OSError, ValueError):
             pass  # corrupt or foreign file: rebuild it
     arrays = make()
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+    with contextlib.suppress(LnlabError):  # a cache that cannot be written is not an error
+        write_with(path, lambda tmp: save_npz(tmp, **arrays))
     return arrays
 
 

@@ -10,16 +10,14 @@ and each run resumes from the checkpoints in its own ``runs/<key>/`` directory.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import math
-import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lnlab.errors import LnlabError
+from lnlab.io import dir_lock
 from lnlab.runner.backends import Backend, RunOutcome, RunTask, make_backend, resources_of
 from lnlab.runner.config import check_config, run_key
 from lnlab.runner.store import DONE, Store
@@ -53,19 +51,9 @@ def run_dir_for(root: str | Path, key: str) -> Path:
     return Path(root) / "runs" / key
 
 
-@contextlib.contextmanager
-def sweep_lock(out_dir: Path) -> Iterator[None]:
+def sweep_lock(out_dir: Path) -> contextlib.AbstractContextManager[None]:
     """One driver per output directory: a second one would race the first on the same runs."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out_dir / ".lnlab.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LnlabError(f"another lnlab process is running a sweep in {out_dir}") from None
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
+    return dir_lock(out_dir, "running a sweep")
 
 
 def _headline(outcome: RunOutcome, metric: str | None) -> str:

@@ -15,6 +15,7 @@ The caller's RNG state is restored on return (``torch.random.fork_rng``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import math
 import time
@@ -29,9 +30,12 @@ from torch import nn
 
 from lnlab.data import Dataset, DatasetInfo, NoisyLabels, apply_label_noise, load_dataset
 from lnlab.data import random_labels as _random_labels
-from lnlab.errors import LnlabError
+from lnlab.errors import LnlabError, one_line
+from lnlab.io import validated
 from lnlab.train.checkpoint import (
-    decode_state,
+    CKPT_JSON,
+    FinishedRun,
+    decode_checkpoint,
     encode_state,
     json_safe,
     load_checkpoint,
@@ -214,11 +218,16 @@ def make_labels(cfg: TrainConfig, data: Dataset) -> NoisyLabels:
 
 
 def _load_finished(run_dir: Path, cfg: TrainConfig, model: nn.Module | None) -> TrainResult:
-    d = read_json(run_dir / RESULT_JSON)
+    d = dataclasses.asdict(validated(FinishedRun, read_json(run_dir / RESULT_JSON),
+                                     run_dir / RESULT_JSON))
     if d.get("config") != json_safe(cfg.to_dict()):
         raise LnlabError(f"{run_dir} holds a finished run with a different config")
-    info = DatasetInfo(**{**d["info"], "input_shape": tuple(d["info"]["input_shape"])}) \
-        if d.get("info") else None
+    try:
+        info = DatasetInfo(**{**d["info"], "input_shape": tuple(d["info"]["input_shape"])}) \
+            if d.get("info") else None
+    except (KeyError, TypeError) as e:
+        raise LnlabError(f"{run_dir / RESULT_JSON} is damaged: field 'info' ({one_line(e)})"
+                         ) from None
     if (run_dir / MODEL_FILE).is_file():
         if model is None and info is not None:
             try:  # a model passed in by the original caller may not be buildable from a spec
@@ -343,10 +352,15 @@ def _train(cfg: TrainConfig, rdir: Path | None, device: torch.device,
             state, tensors = ck
             if state.get("config") != json_safe(cfg_dict):
                 raise LnlabError(f"{rdir} holds a run with a different config")
-            model.load_state_dict({k[len("model/"):]: v for k, v in tensors.items()
-                                   if k.startswith("model/")})
-            opt.load_state_dict(decode_state(state["optimizer"], tensors))
-            store = decode_state(state["store"], tensors)
+            where = rdir / CKPT_JSON
+            try:
+                model.load_state_dict({k[len("model/"):]: v for k, v in tensors.items()
+                                       if k.startswith("model/")})
+                opt.load_state_dict(decode_checkpoint(state["optimizer"], tensors, where))
+            except (RuntimeError, ValueError, KeyError, TypeError) as e:
+                raise LnlabError(f"{where} does not fit this model: {one_line(e)}; move it "
+                                 f"aside to restart the run from scratch") from None
+            store = decode_checkpoint(state["store"], tensors, where)
             history, step = state["history"], state["step"]
             wall_before, loop_before = state["wall_s"], state["loop_s"]
             start_epoch = state["epoch"] + 1
