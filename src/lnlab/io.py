@@ -99,23 +99,32 @@ def save_npz(path: str | Path, **arrays: Any) -> None:
         np.savez(f, **arrays)
 
 
-def json_safe(obj: Any) -> Any:
-    """JSON-safe copy: non-finite floats -> None, tuples -> lists, numpy/torch scalars ->
-    Python numbers, mapping keys -> str, paths and other objects -> str."""
-    if isinstance(obj, Mapping):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, bool) or obj is None or isinstance(obj, str | int):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalar
-        try:
-            return json_safe(obj.item())
-        except (TypeError, ValueError, RuntimeError):
-            pass
-    return str(obj)
+def json_safe(obj: Any, *, nonfinite: str = "null") -> Any:
+    """JSON-safe copy: tuples -> lists, numpy/torch scalars -> Python numbers, mapping keys ->
+    str, paths and other objects -> str; non-finite floats -> None (``nonfinite="null"``,
+    what stored results use) or the strings "nan"/"inf"/"-inf" (``"str"``, for printed
+    results where an infinite ratio is a finding, not a missing value)."""
+    def go(o: Any) -> Any:
+        if isinstance(o, Mapping):
+            return {str(k): go(v) for k, v in o.items()}
+        if isinstance(o, list | tuple):
+            return [go(v) for v in o]
+        if isinstance(o, bool) or o is None or isinstance(o, str | int):
+            return o
+        if isinstance(o, float):
+            if math.isfinite(o):
+                return o
+            return None if nonfinite == "null" else ("nan" if o != o else str(o))
+        if hasattr(o, "item") and callable(o.item):  # numpy / torch scalar
+            try:
+                return go(o.item())
+            except (TypeError, ValueError, RuntimeError):
+                pass
+        return str(o)
+
+    if nonfinite not in ("null", "str"):
+        raise ValueError(f"nonfinite must be 'null' or 'str', got {nonfinite!r}")
+    return go(obj)
 
 
 def write_json(path: str | Path, obj: Any, *, indent: int | None = 1) -> Path:
@@ -194,20 +203,37 @@ def dir_lock(directory: str | Path, what: str) -> Iterator[None]:
 
     A second process asking for it is refused at once with an :class:`LnlabError`, so two
     sweeps or two trainers never race on the same files. The kernel drops the lock when the
-    process dies, so a killed process never leaves a stale lock behind.
+    process dies, so a killed process never leaves a stale lock behind. The lock file is
+    removed on release (while still locked; a process that locked a file that was removed
+    meanwhile sees a different inode and is refused), so a finished or refused command
+    leaves no file behind.
     """
     d = Path(directory)
+    if d.exists() and not d.is_dir():
+        raise LnlabError(f"{d} exists and is not a directory")
+    path = d / ".lnlab.lock"
     try:
         d.mkdir(parents=True, exist_ok=True)
-        fd = os.open(d / ".lnlab.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
-        raise _cannot_write(d / ".lnlab.lock", e) from None
+        raise _cannot_write(path, e) from None
+    busy = LnlabError(f"another lnlab process is {what} in {d}; wait for it to finish or use "
+                      f"another directory")
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise LnlabError(f"another lnlab process is {what} in {d}; wait for it to "
-                             f"finish or use another directory") from None
-        yield
+            raise busy from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # the holder released and removed it between our open and flock
+            raise busy
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
     finally:
         os.close(fd)  # closing releases the lock

@@ -46,11 +46,14 @@ def build_target(model: str, *, input_shape: str = "40", classes: int = 10,
     """The model named on the command line and a seeded example input for it."""
     if model.startswith("hf:"):
         return tiny_hf_model(model[3:], layers=layers, seed=seed)
+    from lnlab.limits import array_bytes, build_within_memory, require_memory
     from lnlab.models import build_model
 
     shape = tuple(int(v) for v in _parse_floats(input_shape, "--input-shape"))
-    torch.manual_seed(seed)
-    net = build_model(model, input_shape=shape, num_classes=classes, vocab_size=vocab_size)
+    require_memory(array_bytes((batch, *shape), 8), f"an example input of shape {shape}")
+    torch.manual_seed(seed)  # the memory check's meta build draws no random numbers
+    net = build_within_memory(lambda: build_model(model, input_shape=shape, num_classes=classes,
+                                                  vocab_size=vocab_size), f"model {model!r}")
     g = torch.Generator().manual_seed(seed + 1)
     if vocab_size is not None:
         x = torch.randint(0, vocab_size, (batch, *shape), generator=g)

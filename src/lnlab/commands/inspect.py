@@ -41,10 +41,13 @@ def load_for_inspect(model: str, *, input_shape: tuple[int, ...] = (40,), num_cl
             raise LnlabError("hf: needs an architecture name or a local config directory")
         m = build_hf(source, layers=layers)
         return m, hf_example_input(m), f"{type(m).__name__} ({m.config.model_type}, from config)"
+    from lnlab.limits import array_bytes, build_within_memory, require_memory
     from lnlab.models import build_model
 
-    m = build_model(model, input_shape=input_shape, num_classes=num_classes,
-                    vocab_size=vocab_size)
+    require_memory(array_bytes((2, *input_shape), 8), f"an example input of shape {input_shape}")
+    m = build_within_memory(lambda: build_model(model, input_shape=input_shape,
+                                                num_classes=num_classes, vocab_size=vocab_size),
+                            f"model {model!r}")
     gen = torch.Generator().manual_seed(0)
     if vocab_size is not None:
         ex = torch.randint(0, vocab_size, (2, *input_shape), generator=gen)

@@ -114,7 +114,10 @@ class Options:
 
     def _get(self, key: str) -> str | None:
         self.known.append(key)
-        return self.raw.get(key)
+        raw = self.raw.get(key)
+        if raw is not None and not raw.isascii():  # int() reads full-width digits too
+            raise LnlabError(f"{self.dataset} option {key}={raw!r} is not ASCII")
+        return raw
 
     def get_int(self, key: str, default: int, *, lo: int | None = None,
             hi: int | None = None) -> int:

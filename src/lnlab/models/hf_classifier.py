@@ -80,6 +80,8 @@ def parse_hf_model(spec: str) -> tuple[str, dict[str, Any]]:
         k, sep, v = item.partition("=")
         if not sep or k not in _HF_OPTIONS:
             raise LnlabError(f"{spec!r}: bad option {item!r} (valid: {', '.join(_HF_OPTIONS)})")
+        if not v.isascii():  # int() would read full-width and other Unicode digits
+            raise LnlabError(f"{spec!r}: {k} must be a number, got {v!r}")
         try:
             opts[k] = float(v) if k == "dropout" else int(v)
         except ValueError:

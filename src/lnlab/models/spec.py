@@ -263,6 +263,8 @@ def parse_model_spec(spec: str | ModelSpec) -> ModelSpec:
                 f"unknown option {k!r} for model {key!r}; valid options: {', '.join(opts)}"
             )
         opt = opts[k]
+        if not raw.isascii():  # int() would read full-width and other Unicode digits
+            raise LnlabError(f"bad value for {key} option {k!r}: {raw.strip()!r} is not ASCII")
         try:
             val = opt.type(raw.strip())
         except ValueError as e:

@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from lnlab.errors import LnlabError
 from lnlab.norms.modules import (
     AdaNorm,
     DetachNorm,
@@ -42,7 +43,7 @@ def parse_bool(v: str) -> bool:
         return True
     if s in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"expected a boolean (true/false), got {v!r}")
+    raise LnlabError(f"expected a boolean (true/false), got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ def _canonical(name: str) -> str:
     key = name.strip().lower().replace("-", "_")
     key = _ALIASES.get(key, key)
     if key not in _REGISTRY:
-        raise ValueError(f"unknown norm {name!r}; valid names: {', '.join(available())}")
+        raise LnlabError(f"unknown norm {name!r}; valid names: {', '.join(available())}")
     return key
 
 
@@ -167,7 +168,7 @@ def parse_spec(spec: str | NormSpec) -> NormSpec:
     if isinstance(spec, NormSpec):
         return spec
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"a norm spec must be a non-empty string, got {spec!r}")
+        raise LnlabError(f"a norm spec must be a non-empty string, got {spec!r}")
     name, _, rest = spec.partition(":")
     canon = _canonical(name)
     info = _REGISTRY[canon]
@@ -178,22 +179,24 @@ def parse_spec(spec: str | NormSpec) -> NormSpec:
         key, eq, raw = item.partition("=")
         key = key.strip()
         if not eq:
-            raise ValueError(f"norm option {item!r} in {spec!r} must look like name=value")
+            raise LnlabError(f"norm option {item!r} in {spec!r} must look like name=value")
         if key in seen:
-            raise ValueError(f"norm option {key!r} given twice in {spec!r}")
+            raise LnlabError(f"norm option {key!r} given twice in {spec!r}")
         seen.add(key)
         if key not in opts:
             valid = ", ".join(opts) or "none"
-            raise ValueError(f"unknown option {key!r} for norm {canon!r}; valid options: {valid}")
+            raise LnlabError(f"unknown option {key!r} for norm {canon!r}; valid options: {valid}")
         opt = opts[key]
+        if not raw.isascii():  # int() would read full-width and other Unicode digits
+            raise LnlabError(f"bad value for {canon} option {key}={raw.strip()}: not ASCII")
         try:
             val = opt.type(raw.strip())
         except ValueError as e:
-            raise ValueError(f"bad value for {canon} option {key!r}: {e}") from None
+            raise LnlabError(f"bad value for {canon} option {key!r}: {e}") from None
         if opt.choices and val not in opt.choices:
-            raise ValueError(f"{canon} option {key} must be one of {', '.join(opt.choices)}")
+            raise LnlabError(f"{canon} option {key} must be one of {', '.join(opt.choices)}")
         if opt.check is not None and not opt.check(val):
-            raise ValueError(f"bad value for {canon} option {key}={raw.strip()}: {opt.check_msg}")
+            raise LnlabError(f"bad value for {canon} option {key}={raw.strip()}: {opt.check_msg}")
         values[key] = val
     return NormSpec(canon, values)
 

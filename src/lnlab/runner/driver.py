@@ -20,7 +20,7 @@ from typing import Any
 from lnlab.io import dir_lock
 from lnlab.runner.backends import Backend, RunOutcome, RunTask, make_backend, resources_of
 from lnlab.runner.config import check_config, run_key
-from lnlab.runner.store import DONE, Store
+from lnlab.runner.store import DB_NAME, DONE, Store
 
 __all__ = ["SweepResult", "run_dir_for", "run_sweep", "sweep_lock"]
 
@@ -134,6 +134,8 @@ def run_sweep(
     result = SweepResult(experiment=experiment, total=len(keys), keys=keys)
     own_backend = backend is None
     backend = backend or make_backend("local", workers=1)
+    if (out / DB_NAME).exists():  # a damaged or foreign store is refused before any write
+        Store.open(out).close()
     with sweep_lock(out), Store.open(out, create=True) as store:
         store.add_runs(experiment, keyed.items())
         store.reset_stale(keys)  # running = left by a dead driver; failed = try again

@@ -31,7 +31,8 @@ from torch import nn
 from lnlab.data import Dataset, DatasetInfo, NoisyLabels, apply_label_noise, load_dataset
 from lnlab.data import random_labels as _random_labels
 from lnlab.errors import LnlabError, one_line
-from lnlab.io import validated
+from lnlab.io import dir_lock, validated
+from lnlab.limits import build_within_memory
 from lnlab.train.checkpoint import (
     CKPT_JSON,
     FinishedRun,
@@ -158,8 +159,9 @@ def make_model(cfg: TrainConfig, info: DatasetInfo) -> nn.Module:
             raise LnlabError(str(e)) from None
         ms = ModelSpec(ms.name, {**ms.options, "norm": norm})
     vocab = info.vocab_size if info.kind == "tokens" else None
-    return build_model(ms, input_shape=info.input_shape, num_classes=info.num_classes,
-                       vocab_size=vocab)
+    return build_within_memory(lambda: build_model(
+        ms, input_shape=info.input_shape, num_classes=info.num_classes, vocab_size=vocab),
+        f"model {cfg.model!r}")
 
 
 def derive_seed(seed: int, *parts: Any) -> int:
@@ -302,13 +304,15 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *,
         return _load_finished(rdir, cfg, model)
     device = resolve_device(cfg.device)
     cuda = [device.index or 0] if device.type == "cuda" else []
-    with _threads(cfg.threads), torch.random.fork_rng(devices=cuda):
-        return _train(cfg, rdir, device, progress, hooks, model, tuple(step_hooks))
+    with (_threads(cfg.threads), torch.random.fork_rng(devices=cuda),
+          contextlib.ExitStack() as lock):
+        return _train(cfg, rdir, device, progress, hooks, model, tuple(step_hooks), lock)
 
 
 def _train(cfg: TrainConfig, rdir: Path | None, device: torch.device,
            progress: Callable[[dict[str, Any]], None] | None, hooks: Sequence[Hook],
-           model: nn.Module | None, step_hooks: tuple[StepHook, ...] = ()) -> TrainResult:
+           model: nn.Module | None, step_hooks: tuple[StepHook, ...] = (),
+           lock: contextlib.ExitStack | None = None) -> TrainResult:
     t_start = time.perf_counter()
     data = load_dataset(cfg.data, seed=cfg.data_seed)
     labels = make_labels(cfg, data)
@@ -341,6 +345,12 @@ def _train(cfg: TrainConfig, rdir: Path | None, device: torch.device,
     step, start_epoch, wall_before, loop_before = 0, 1, 0.0, 0.0
     cfg_dict = cfg.to_dict()
     if rdir is not None:
+        # one trainer per run directory (a second is refused, like a second sweep), taken
+        # only now so that bad input leaves no trace; held until training ends
+        if lock is not None:
+            lock.enter_context(dir_lock(rdir, "training a run"))
+        if (rdir / RESULT_JSON).is_file():  # finished by another process meanwhile
+            return _load_finished(rdir, cfg, model)
         ck = load_checkpoint(rdir)
         if (rdir / LABELS_FILE).is_file():
             saved = read_tensors(rdir / LABELS_FILE)
