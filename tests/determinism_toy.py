@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lnlab.experiments.claims import Claim, Measurement, Threshold
+from lnlab.experiments.claims import Claim, Effect, Measurement
 from lnlab.experiments.framework import Results, Run, train_output
 from lnlab.runner.config import expand_grid
 
@@ -23,10 +23,10 @@ GROUP_BY = ("arm",)
 ARMS = {"mlp": "mlp:depth=1,width=16,norm=none", "mlp+ln": "mlp:depth=1,width=16,norm=layernorm"}
 CLAIMS = [
     Claim("dtoy.learns", "test fixture", "the MLP beats chance (33%) on the clusters",
-          "acc[mlp]", "> 34%", Threshold(">", 34.0)),
+          "acc[mlp]", "> 34%", Effect(">", 1.0, null=33.0, min_n=2)),
     # decided by which seeds ran: supported on 0, 1, …, contradicted on 1000, 1001, …
     Claim("dtoy.seed_set", "test fixture", "the seeds are small numbers", "seed", "< 500",
-          Threshold("<", 500.0)),
+          Effect("<", 1.0, null=500.0, min_n=2)),
 ]
 
 

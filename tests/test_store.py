@@ -79,7 +79,11 @@ def test_store_round_trip(tmp_path):
             s.runs(status=["done"])
     # plain SQL works too: the store is meant to be queried
     con = sqlite3.connect(tmp_path / DB_NAME)
-    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # WAL while the driver writes; rollback journal once closed, so read-only readers
+    # (lnlab report / runs) need no -wal/-shm files and leave none behind
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    with Store.open(tmp_path, create=True) as s:
+        assert s._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert con.execute("SELECT value FROM metrics WHERE key='k1' AND name='norms.w'"
                        ).fetchall() == [(2.0,)]
 
@@ -163,13 +167,19 @@ def test_a_store_from_before_the_added_columns_is_upgraded_on_open(tmp_path):
             keys TEXT NOT NULL, versions TEXT NOT NULL, started TEXT NOT NULL, finished TEXT);
         INSERT INTO sweeps (experiment, scale, seeds, options, keys, versions, started)
             VALUES ('e', 'quick', '[0]', '{}', '["k"]', '{}', 'then');
+        CREATE TABLE metrics (key TEXT NOT NULL, epoch INTEGER NOT NULL, name TEXT NOT NULL,
+            value REAL);
+        CREATE TABLE artifacts (key TEXT NOT NULL, name TEXT NOT NULL, path TEXT NOT NULL,
+            bytes INTEGER);
     """)
     con.close()
-    with Store.open(tmp_path) as s:
-        (run,) = s.runs()
-        assert (run.summary, run.environment) == ({"a": 1}, {})
-        (sw,) = s.latest_sweeps()
-        assert (sw.claims, sw.replicate) == ([], False)
+    for create in (False, True):  # read-only: read with defaults; writable: upgraded
+        with Store.open(tmp_path, create=create) as s:
+            (run,) = s.runs()
+            assert (run.summary, run.environment) == ({"a": 1}, {})
+            (sw,) = s.latest_sweeps()
+            assert (sw.claims, sw.replicate) == ([], False)
+    with Store.open(tmp_path, create=True) as s:
         s.record("k", status="finished", environment={"threads": 1})
         assert s.runs()[0].environment == {"threads": 1}
 

@@ -1,17 +1,18 @@
 """The ``lnlab`` command line.
 
 Each sub-command lives in ``lnlab.commands.<name>`` and registers itself with ``register(app)``;
-this file only assembles them and turns user errors into a one-line message with exit code 2.
+this file only assembles them and turns errors into exit codes by kind (see :func:`main`).
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 
 import typer
 
-from lnlab.errors import LnlabError
+from lnlab.errors import LnlabError, one_line
 
 app = typer.Typer(
     name="lnlab",
@@ -40,25 +41,44 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"lnlab.commands.{_name}").register(app)
 
 
+BUG_LINE = ("lnlab: internal error: this is a bug in lnlab, not in your input; please report "
+            "it with the command you ran and the traceback above")
+
+
+def _usage_error(e: Exception) -> int | None:
+    """Show a command-line usage error (typer's vendored click raises them) in one line;
+    None if ``e`` is not one."""
+    if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):
+        return None
+    if type(e).__name__ == "NoArgsIsHelpError":  # a bare group: its help is the answer
+        e.show()  # type: ignore[attr-defined]
+        return int(e.exit_code)
+    ctx = getattr(e, "ctx", None)
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    print(f"lnlab: error: {one_line(e.format_message())}{hint}", file=sys.stderr)
+    return int(e.exit_code)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app; bad input ends with one line on stderr and exit code 2."""
+    """Entry point. Errors by kind: bad input (:class:`LnlabError`) is one line on stderr and
+    exit code 2; anything else is a bug, shown with its traceback and exit code 1."""
     try:
         app(args=argv, prog_name="lnlab", standalone_mode=False)
-    except (LnlabError, ValueError, FileNotFoundError, KeyError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"lnlab: error: {msg}", file=sys.stderr)
+    except LnlabError as e:
+        print(f"lnlab: error: {one_line(e)}", file=sys.stderr)
         return 2
     except typer.Exit as e:
         return e.exit_code
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         print("lnlab: aborted", file=sys.stderr)
         return 130
     except Exception as e:
-        # Usage errors from the CLI layer (typer vendors click) know how to show themselves.
-        if hasattr(e, "show") and hasattr(e, "exit_code"):
-            e.show()
-            return int(e.exit_code)
-        raise
+        code = _usage_error(e)
+        if code is not None:
+            return code
+        traceback.print_exc()
+        print(BUG_LINE, file=sys.stderr)
+        return 1
     return 0
 
 

@@ -19,6 +19,7 @@ import math
 import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lnlab.errors import LnlabError
@@ -280,3 +281,12 @@ def as_option(o: Any) -> Option:
                       check=check, check_msg=msg)
     return Option(o.name, "str", o.default, choices=choices, convert=fn, check=check,
                   check_msg=msg)
+
+
+def expand_path(text: str) -> Path:
+    """``Path(text).expanduser()``, with ``~user`` naming no user a :class:`SpecError`
+    (pathlib raises a bare RuntimeError for it)."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError as e:
+        raise SpecError(f"cannot expand {text!r}: {e}") from None

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from lnlab.io import write_atomic
 from lnlab.norms import kernel_status, make_norm
 
 DEFAULT_SHAPES: tuple[tuple[int, int], ...] = ((64, 256), (4096, 768), (16384, 1024))
@@ -186,7 +187,4 @@ def _cpu_name() -> str:
 def write_json(rows: list[BenchRow], path: str | os.PathLike) -> None:
     """Write rows + environment as JSON, atomically (temp file then rename)."""
     payload = {"environment": environment(), "rows": [asdict(r) for r in rows]}
-    tmp = f"{os.fspath(path)}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(payload, indent=2))

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lnlab.data import Dataset, load_dataset
+from lnlab.io import write_atomic
 from lnlab.train import TrainConfig, train
 
 DEFAULT_MODEL = "sequential-mlp"
@@ -146,4 +147,4 @@ def run_train_bench(*, model: str = DEFAULT_MODEL, data: str = "mnist1d", epochs
 
 
 def write_json(result: TrainBench, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(asdict(result), indent=2) + "\n")
+    write_atomic(path, json.dumps(asdict(result), indent=2) + "\n")

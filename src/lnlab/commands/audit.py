@@ -34,12 +34,21 @@ def build_target(model: str, *, input_shape: str = "40", classes: int = 10,
     """The model named on the command line and a seeded example input for it (an ``hf:``
     model's backbone and an input dict for it)."""
     from lnlab.commands.inspect import with_hf_layers
+    from lnlab.limits import array_bytes, build_within_memory, require_memory
     from lnlab.models import build_model
 
     shape = tuple(int(v) for v in _parse_floats(input_shape, "--input-shape"))
-    torch.manual_seed(seed)
-    net = build_model(with_hf_layers(model, layers), input_shape=shape, num_classes=classes,
-                      vocab_size=vocab_size)
+    require_memory(array_bytes((batch, *shape), 8), f"an example input of shape {shape}")
+    spec = with_hf_layers(model, layers)
+
+    def build() -> nn.Module:
+        torch.manual_seed(seed)
+        return build_model(spec, input_shape=shape, num_classes=classes, vocab_size=vocab_size)
+
+    # a built-in spec is sized on the meta device first; hf: models are tiny configs or
+    # checkpoints that exist on disk already
+    hf = model.strip().lower().startswith("hf:")
+    net = build() if hf else build_within_memory(build, f"model {model!r}")
     if net.spec.name == "hf":
         from lnlab.models.hf import hf_example_input
 

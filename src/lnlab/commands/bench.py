@@ -10,6 +10,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from lnlab.errors import LnlabError
+from lnlab.limits import array_bytes, require_memory
+
 
 def _parse_shapes(text: str | None, quick: bool) -> list[tuple[int, int]]:
     from lnlab.bench.norms import DEFAULT_SHAPES, QUICK_SHAPES
@@ -19,13 +22,23 @@ def _parse_shapes(text: str | None, quick: bool) -> list[tuple[int, int]]:
     shapes = []
     for part in text.split(","):
         try:
+            if not part.isascii():  # int() would read full-width and other Unicode digits
+                raise ValueError(part)
             m, n = (int(v) for v in part.lower().split("x"))
         except ValueError:
-            raise ValueError(f"bad shape {part!r}: expected ROWSxCOLS, e.g. 4096x768") from None
+            raise LnlabError(f"bad --shapes {part!r}: expected ROWSxCOLS, e.g. 4096x768"
+                             ) from None
         if m < 1 or n < 1:
-            raise ValueError(f"bad shape {part!r}: sizes must be positive")
+            raise LnlabError(f"bad --shapes {part!r}: sizes must be positive")
+        # input, output, gradients and saved statistics of the largest case, 8-byte floats
+        require_memory(6 * array_bytes((m, n), 8), f"--shapes {part}")
         shapes.append((m, n))
     return shapes
+
+
+def _check_threads(threads: int) -> None:
+    if threads < 0:
+        raise LnlabError(f"--threads must be >= 0 (0 = leave as is), got {threads}")
 
 
 def _maybe_reexec_with_malloc_env() -> None:
@@ -65,9 +78,11 @@ def register(app: typer.Typer) -> None:
         if not isinstance(dt, torch.dtype) or dtype not in (
             "float32", "float64", "bfloat16", "float16"
         ):
-            raise ValueError(f"unknown dtype {dtype!r}: use float32, float64, bfloat16 or float16")
+            raise LnlabError(f"unknown --dtype {dtype!r}: use float32, float64, bfloat16 or "
+                             f"float16")
         if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
-            raise ValueError(f"device {device!r} is not available here")
+            raise LnlabError(f"--device {device!r} is not available here")
+        _check_threads(threads)
         _maybe_reexec_with_malloc_env()
         if threads:
             torch.set_num_threads(threads)
@@ -121,6 +136,12 @@ def register(app: typer.Typer) -> None:
 
         from lnlab.bench.train import run_train_bench
         from lnlab.bench.train import write_json as write_train_json
+
+        _check_threads(threads)
+        if model != "sequential-mlp":  # a bad spec fails before any data is generated
+            from lnlab.models import parse_model_spec
+
+            parse_model_spec(model)
 
         if threads:
             torch.set_num_threads(threads)

@@ -35,10 +35,19 @@ def load_for_inspect(model: str, *, input_shape: tuple[int, ...] = (40,), num_cl
     ``layers`` overrides the block count of an ``hf:ARCH`` tiny config."""
     import torch
 
+    from lnlab.limits import array_bytes, build_within_memory, require_memory
     from lnlab.models import build_model
 
-    m = build_model(with_hf_layers(model, layers), input_shape=input_shape,
-                    num_classes=num_classes, vocab_size=vocab_size)
+    def build() -> nn.Module:
+        return build_model(with_hf_layers(model, layers), input_shape=input_shape,
+                           num_classes=num_classes, vocab_size=vocab_size)
+
+    if model.strip().lower().startswith("hf:"):  # tiny configs or checkpoints on disk
+        m = build()
+    else:
+        require_memory(array_bytes((2, *input_shape), 8),
+                       f"an example input of shape {input_shape}")
+        m = build_within_memory(build, f"model {model!r}")
     if m.spec.name == "hf":
         from lnlab.models.hf import hf_example_input
 

@@ -10,19 +10,13 @@ from typing import Annotated
 import typer
 
 from lnlab.errors import LnlabError
+from lnlab.io import json_safe
+from lnlab.limits import array_bytes, require_memory
 
 
-def _strict(obj):
-    """JSON-safe copy: non-finite floats become "inf" / "-inf" / "nan" (strict JSON)."""
-    if isinstance(obj, float) and obj != obj:
-        return "nan"
-    if isinstance(obj, float) and obj in (float("inf"), float("-inf")):
-        return "inf" if obj > 0 else "-inf"
-    if isinstance(obj, dict):
-        return {k: _strict(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_strict(v) for v in obj]
-    return obj
+def _strict(obj: object) -> object:
+    """JSON-safe copy for printing: non-finite floats become "inf" / "-inf" / "nan"."""
+    return json_safe(obj, nonfinite="str")
 
 
 def register(app: typer.Typer) -> None:
@@ -57,6 +51,9 @@ def register(app: typer.Typer) -> None:
             raise LnlabError(f"--classes must be >= 2, got {classes}")
         if plot is not None and dim != 2:
             raise LnlabError("--plot needs --dim 2")
+        if plot is not None and (plot.is_dir() or not plot.parent.is_dir()):
+            why = "it is a directory" if plot.is_dir() else f"{plot.parent} is not a directory"
+            raise LnlabError(f"cannot write --plot {plot}: {why}")
         X, y = random_problem(points, dim, classes, seed)
         t0 = time.perf_counter()
         c = construct(X, y, strategy=strategy)
@@ -134,6 +131,8 @@ def register(app: typer.Typer) -> None:
 
         if points < 4:
             raise LnlabError(f"--points must be >= 4, got {points}")
+        if trials < 1:
+            raise LnlabError(f"--trials must be >= 1, got {trials}")
         rng = np.random.default_rng(seed)
         X6 = rng.standard_normal((points, 6))
         y3 = rng.integers(0, 3, points)
@@ -173,9 +172,14 @@ def register(app: typer.Typer) -> None:
         from lnlab.analysis.nonlinearity import group_curve
 
         try:
+            if not groups.isascii():  # int() would read full-width and other Unicode digits
+                raise ValueError(groups)
             gs = tuple(int(v) for v in groups.split(","))
-        except ValueError as e:
-            raise LnlabError(f"--groups must be integers like 1,2,4: {groups!r}") from e
+        except ValueError:
+            raise LnlabError(f"--groups must be integers like 1,2,4: {groups!r}") from None
+        if dim < 1 or samples < 2:
+            raise LnlabError(f"--dim must be >= 1 and --samples >= 2, got {dim}, {samples}")
+        require_memory(2 * array_bytes((samples, dim), 8), f"{samples} samples of size {dim}")
         pts = group_curve(dim, gs, samples, seed)
         if as_json:
             typer.echo(json.dumps(_strict([p.__dict__ for p in pts]), indent=2))

@@ -19,6 +19,7 @@ from lnlab.data.builtin import BUILTIN, cache_dir
 from lnlab.data.files import load_path
 from lnlab.data.noise import NoisyLabels, apply_label_noise, random_labels
 from lnlab.errors import LnlabError
+from lnlab.specs import expand_path
 
 __all__ = [
     "Dataset",
@@ -51,5 +52,5 @@ def load_dataset(spec: str, *, seed: int = 0) -> Dataset:
     if not looks_like_path:
         raise LnlabError(f"unknown dataset {name!r}; built-in: {', '.join(BUILTIN)}, "
                          f"or a path to .npz/.csv/.parquet or a saved Hugging Face dataset")
-    path = Path(name).expanduser()
+    path = expand_path(name)
     return load_path(path, Options(path.name, raw), seed)

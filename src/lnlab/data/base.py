@@ -97,7 +97,7 @@ class Options:
 
     def _get(self, key: str) -> str | None:
         self.known.append(key)
-        return self.raw.get(key)
+        return self.raw.get(key)  # typed values are checked (ASCII, range) by specs.Option
 
     def _parse(self, opt: Option) -> Any:
         raw = self._get(opt.name)

@@ -12,7 +12,6 @@ import importlib.metadata
 import math
 import os
 import random as _pyrandom
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +20,8 @@ import numpy as np
 from lnlab.data.base import Dataset, Options, as_dataset, split_indices
 from lnlab.data.text import load_pystdlib
 from lnlab.errors import LnlabError
+from lnlab.io import save_npz, write_with
+from lnlab.limits import array_bytes, require_memory
 
 
 def cache_dir() -> Path:
@@ -43,17 +44,8 @@ def _cached_arrays(key: str, make: Callable[[], dict[str, np.ndarray]]) -> dict[
         except (OSError, ValueError):
             pass  # corrupt or foreign file: rebuild it
     arrays = make()
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+    with contextlib.suppress(LnlabError):  # a cache that cannot be written is not an error
+        write_with(path, lambda tmp: save_npz(tmp, **arrays))
     return arrays
 
 
@@ -129,6 +121,7 @@ def load_clusters(opts: Options, seed: int) -> Dataset:
     test_frac = opts.get_float("test_frac", 0.2, lo=0, hi=1, lo_open=True, hi_open=True)
     seed = opts.get_int("seed", seed, lo=0)
     opts.done()
+    require_memory(4 * array_bytes((n, dim), 8), f"clusters with n={n}, dim={dim}")
     rng = np.random.default_rng([seed, 1])
     centres = rng.standard_normal((classes, dim))
     y = rng.permutation(np.arange(n) % classes)
@@ -146,6 +139,7 @@ def load_random(opts: Options, seed: int) -> Dataset:
     test_frac = opts.get_float("test_frac", 0.2, lo=0, hi=1, lo_open=True, hi_open=True)
     seed = opts.get_int("seed", seed, lo=0)
     opts.done()
+    require_memory(4 * array_bytes((n, dim), 8), f"random with n={n}, dim={dim}")
     rng = np.random.default_rng([seed, 2])
     x = rng.standard_normal((n, dim))
     y = rng.integers(0, classes, size=n)
@@ -207,6 +201,7 @@ def load_tokens(opts: Options, seed: int) -> Dataset:
                          f"distractors={distractors}; need >= {motif * (1 + distractors) + 1}")
     if distractors > classes - 1:
         raise LnlabError(f"tokens: distractors={distractors} must be <= classes - 1")
+    require_memory(4 * array_bytes((n, length), 8), f"tokens with n={n}, length={length}")
     rng = np.random.default_rng([seed, 3])
     motifs = _motif_sets(rng, classes, motif, pool)
     y = rng.permutation(np.arange(n) % classes)

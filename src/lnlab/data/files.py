@@ -7,6 +7,8 @@ ragged images) becomes an :class:`~lnlab.errors.LnlabError` with a one-line mess
 from __future__ import annotations
 
 import re
+import zipfile
+import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,15 @@ def _kind_for(x: np.ndarray, want: str | None) -> str:
     return "vector" if x.ndim == 2 else "image"
 
 
+def _need_two_classes(y_train: np.ndarray, where: str) -> None:
+    """A classifier trained on one class learns nothing; such a file is a mistake (wrong
+    label column, a filtered export), not an experiment."""
+    n = len(np.unique(y_train))
+    if n < 2:
+        raise LnlabError(f"{where}: the training labels hold {n} class{'es' if n != 1 else ''}; "
+                         f"a classifier needs at least two (wrong label column?)")
+
+
 def _finish(name: str, x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray,
             y_te: np.ndarray, kind: str | None, where: str) -> Dataset:
     """Validate feature arrays, encode labels and build the Dataset."""
@@ -53,6 +64,7 @@ def _finish(name: str, x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray,
             raise LnlabError(f"{where}: kind=tokens needs non-negative integer token ids")
         vocab = int(max(x_tr.max(), x_te.max())) + 1
     ytr, yte, k, classes = encode_labels(y_tr, y_te, where)
+    _need_two_classes(ytr, where)
     extra: dict[str, Any] = {"classes": classes} if classes is not None else {}
     return as_dataset(x_tr, ytr, x_te, yte, name=name, kind=kind, num_classes=k,
                       vocab_size=vocab, extra=extra)
@@ -68,8 +80,9 @@ def load_npz(path: Path, opts: Options, seed: int) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise LnlabError(f"could not read {where} as .npz: {_one_line(e)}") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        raise LnlabError(f"could not read {where} as .npz (damaged or truncated?): "
+                         f"{_one_line(e)}") from None
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
         x_tr, y_tr = arrays["x_train"], arrays["y_train"]
         x_te, y_te = arrays["x_test"], arrays["y_test"]
@@ -238,6 +251,7 @@ def load_hf(path: Path, opts: Options, seed: int) -> Dataset:
         vocab = build_vocab(tr_texts, max_vocab, min_freq)
         x_tr, x_te = tokenize(tr_texts, vocab, length), tokenize(te_texts, vocab, length)
         ytr, yte, k, classes = encode_labels(y_tr, y_te, where)
+        _need_two_classes(ytr, where)
         extra: dict[str, Any] = {"vocab": vocab}
         if classes is not None:
             extra["classes"] = classes

@@ -291,20 +291,15 @@ def subset_arrays(dataset: str, n: int) -> tuple[Any, Any]:
 def subset_file(dataset: str, n: int) -> Path:
     """The subset as an .npz in the lnlab cache (written once, atomically, shared by every
     run), so the trainer loads it like any user file and run directories stay small."""
-    import os
-
-    import numpy as np
-
     from lnlab.data.builtin import cache_dir
+    from lnlab.io import save_npz, write_with
 
     path = cache_dir() / "capacity" / f"{dataset}-first{n}.npz"
     if not path.is_file():
         x, y = subset_arrays(dataset, n)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
         # the test split is unused (random labels have no test set): a slice keeps eval cheap
-        np.savez(tmp, x_train=x, y_train=y, x_test=x[:100], y_test=y[:100])
-        tmp.replace(path)
+        write_with(path, lambda tmp: save_npz(tmp, x_train=x, y_train=y, x_test=x[:100],
+                                              y_test=y[:100]))
     return path
 
 

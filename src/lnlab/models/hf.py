@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from lnlab.errors import LnlabError
+from lnlab.specs import expand_path
 
 __all__ = ["TINY_ARCHS", "arch_key", "build_hf", "checkpoint_files", "hf_example_input",
            "load_config", "load_pretrained", "read_config_dict", "tiny_config"]
@@ -52,7 +53,7 @@ _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
 def _config_dir(source: str | Path) -> Path:
-    path = Path(source).expanduser()
+    path = expand_path(source)
     cfg_dir = path.parent if path.is_file() else path
     if not (cfg_dir / "config.json").is_file():
         raise LnlabError(f"{source}: not a Hugging Face checkpoint directory (no config.json)")

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from lnlab.errors import LnlabError
 from lnlab.models.hf import _transformers, arch_key, load_config, load_pretrained, tiny_config
+from lnlab.specs import expand_path
 
 __all__ = ["HF_PLACEMENT", "HFClassifier", "build_hf_classifier", "build_hf_spec",
            "hf_placement", "parse_hf_model", "save_hf_classifier"]
@@ -147,7 +148,7 @@ def build_hf_classifier(arch: str, *, num_classes: int, vocab_size: int,
 def _load_classifier(init: str | Path, *, num_classes: int,
                      vocab_size: int | None) -> HFClassifier:
     tf = _transformers()
-    path = Path(init).expanduser()
+    path = expand_path(init)
     cfg = load_config(path)
     auto = (tf.AutoModelForImageClassification if _is_vision(cfg)
             else tf.AutoModelForSequenceClassification)

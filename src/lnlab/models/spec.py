@@ -31,7 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from lnlab.norms import NormSpec, parse_spec
-from lnlab.specs import Option, SpecError, format_value, parse_bool, parse_options, split_spec
+from lnlab.specs import (
+    Option,
+    SpecError,
+    expand_path,
+    format_value,
+    parse_bool,
+    parse_options,
+    split_spec,
+)
 
 __all__ = [
     "HF_DEFAULTS",
@@ -233,7 +241,7 @@ def _parse_hf(spec: str) -> ModelSpec:
         raise SpecError("hf: needs an architecture name (hf:bert, hf:gpt2, ...) or a local "
                         "checkpoint directory (hf:PATH)")
     if _is_path(rest):
-        return ModelSpec("hf", {}, str(Path(rest.strip()).expanduser()), path=True)
+        return ModelSpec("hf", {}, str(expand_path(rest.strip())), path=True)
     arch, items = split_spec(rest, what="hf model")
     values = parse_options(items, _MODELS["hf"].options, owner="hf", what="model")
     return ModelSpec("hf", values, arch_key(arch))

@@ -10,9 +10,13 @@ HTML embeds the PNGs as base64 and uses inline CSS, so it is one file that opens
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import json
 import math
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +26,7 @@ from typing import Any
 from lnlab.errors import LnlabError
 from lnlab.experiments.claims import CHECK_OUTCOMES, VERDICTS, ClaimResult, evaluate_all
 from lnlab.experiments.framework import Experiment, Results
+from lnlab.io import dir_lock
 from lnlab.report.files import write_atomic
 from lnlab.report.replication import (
     Replication,
@@ -74,6 +79,11 @@ class Report:
     created: str
     sections: list[ExperimentSection]
     replication: Replication | None = None  # verdicts on the second seed set, if run
+    files_dir: Path | None = None  # where figures are written (paths are shown relative)
+
+    @property
+    def base(self) -> Path:
+        return self.files_dir if self.files_dir is not None else self.out_dir
 
     @property
     def claims(self) -> list[ClaimResult]:
@@ -100,8 +110,10 @@ class Report:
 
 
 def collect(out_dir: str | Path,
-            resolve: Callable[[str], Experiment] | None = None) -> Report:
-    """Analyze every experiment in the store; figures go to ``out_dir/figures/<name>/``.
+            resolve: Callable[[str], Experiment] | None = None,
+            files_dir: str | Path | None = None) -> Report:
+    """Analyze every experiment in the store; figures go to ``files_dir/figures/<name>/``
+    (``files_dir`` defaults to ``out_dir``).
 
     A failing ``analyze``/``figures`` is reported in its section (its claims become
     inconclusive) instead of aborting the whole report.
@@ -109,6 +121,7 @@ def collect(out_dir: str | Path,
     if resolve is None:
         from lnlab.experiments import get_experiment as resolve
     out = Path(out_dir)
+    base = Path(files_dir) if files_dir is not None else out
     sections = []
     with Store.open(out) as store:
         sweeps = store.latest_sweeps()
@@ -144,7 +157,7 @@ def collect(out_dir: str | Path,
                                  for c in exp.claims if c.metric not in measurements]
             sec.problems += edited_claims(exp, sw)
             try:
-                sec.figures = exp.figures(results, out / "figures" / exp.name)
+                sec.figures = exp.figures(results, base / "figures" / exp.name)
             except Exception as e:
                 sec.problems.append(f"figures failed: {one_line(e)}")
             try:
@@ -154,7 +167,8 @@ def collect(out_dir: str | Path,
             sections.append(sec)
         replication = collect_replication(store, sweeps, [c for s in sections for c in s.claims],
                                           resolve)
-    return Report(out, datetime.now(UTC).isoformat(timespec="seconds"), sections, replication)
+    return Report(out, datetime.now(UTC).isoformat(timespec="seconds"), sections, replication,
+                  files_dir=files_dir and Path(files_dir))
 
 
 def edited_claims(exp: Experiment, sw: SweepRow) -> list[str]:
@@ -176,17 +190,65 @@ def edited_claims(exp: Experiment, sw: SweepRow) -> list[str]:
     return out
 
 
+REPORT_FILES = ("claims.json", "report.md", "report.html", "figures")
+BUILDS = ".report"  # every build in its own folder; "current" names the one shown
+
+
 def build_report(out_dir: str | Path,
                  resolve: Callable[[str], Experiment] | None = None) -> dict[str, Path]:
-    """Collect and write the three report files atomically; returns their paths."""
-    rep = collect(out_dir, resolve)
-    out = rep.out_dir
-    paths = {
-        "claims.json": write_atomic(out / "claims.json", render_json(rep)),
-        "report.md": write_atomic(out / "report.md", render_markdown(rep)),
-        "report.html": write_atomic(out / "report.html", render_html(rep)),
-    }
-    return paths
+    """Collect and write the report files as one set; returns their paths.
+
+    Why a set: ``claims.json``, ``report.md``, ``report.html`` and ``figures/`` must come
+    from the same build, even if the process is killed half-way. Each build is written
+    into its own folder ``.report/<build>/``; then one atomic rename points the symlink
+    ``.report/current`` at it. The files in ``out_dir`` are fixed symlinks through
+    ``current``, so a reader sees the whole previous build or the whole new one, never a
+    mix. Older builds are removed afterwards.
+    """
+    out = Path(out_dir)
+    with Store.open(out) as store:  # fail on a bad store before anything is written
+        if not store.latest_sweeps():
+            raise LnlabError(f"no experiment results in {out}: run `lnlab run` first")
+    builds = out / BUILDS
+    with dir_lock(builds, "building the report"):
+        tmp = Path(tempfile.mkdtemp(prefix="build-", dir=builds))
+        try:
+            rep = collect(out, resolve, files_dir=tmp)
+            (tmp / "figures").mkdir(exist_ok=True)
+            write_atomic(tmp / "claims.json", render_json(rep))
+            write_atomic(tmp / "report.md", render_markdown(rep))
+            write_atomic(tmp / "report.html", render_html(rep))
+            tmp.chmod(0o755)  # mkdtemp makes 0700; reports are meant to be shared
+            _point(builds / "current", tmp.name)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        for name in REPORT_FILES:
+            _link_into_build(out, name)
+        for old in builds.iterdir():  # earlier builds, and any left by a killed process
+            if old.is_dir() and not old.is_symlink() and old.name != tmp.name:
+                shutil.rmtree(old, ignore_errors=True)
+    return {name: out / name for name in REPORT_FILES[:3]}
+
+
+def _point(link: Path, target: str) -> None:
+    """Make symlink ``link`` point to ``target`` atomically (a new link renamed over it)."""
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def _link_into_build(out: Path, name: str) -> None:
+    """``out/name`` -> ``.report/current/name``. A report of an older lnlab (plain files,
+    a real ``figures/`` folder) is replaced by the link; its folder is moved away first."""
+    path, target = out / name, f"{BUILDS}/current/{name}"
+    if path.is_symlink() and os.readlink(path) == target:
+        return
+    if path.is_dir() and not path.is_symlink():
+        path.rename(Path(tempfile.mkdtemp(prefix="old-", dir=out / BUILDS)) / name)
+    _point(path, target)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -256,7 +318,7 @@ def render_json(rep: Report) -> str:
              "options": s.sweep.options, "versions": s.sweep.versions,
              "sweep_started": s.sweep.started, "sweep_finished": s.sweep.finished,
              "runs": s.counts, "problems": s.problems,
-             "figures": [str(p.relative_to(rep.out_dir)) if p.is_relative_to(rep.out_dir)
+             "figures": [str(p.relative_to(rep.base)) if p.is_relative_to(rep.base)
                          else str(p) for p in s.figures]}
             for s in rep.sections
         ],
@@ -330,7 +392,7 @@ def render_markdown(rep: Report) -> str:
             lines += ["| " + " | ".join(map(_md, r)) + " |" for r in rows]
             lines.append("")
         for p in s.figures:
-            rel = p.relative_to(rep.out_dir) if p.is_relative_to(rep.out_dir) else p
+            rel = p.relative_to(rep.base) if p.is_relative_to(rep.base) else p
             lines += [f"![{p.stem}]({rel.as_posix()})", ""]
     return "\n".join(lines)
 

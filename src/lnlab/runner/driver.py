@@ -10,19 +10,17 @@ and each run resumes from the checkpoints in its own ``runs/<key>/`` directory.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import math
-import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lnlab.errors import LnlabError
+from lnlab.io import dir_lock
 from lnlab.runner.backends import Backend, Resources, RunOutcome, RunTask, make_backend
 from lnlab.runner.config import check_config, run_key
-from lnlab.runner.store import DONE, Store
+from lnlab.runner.store import DB_NAME, DONE, Store
 
 __all__ = ["SweepResult", "run_dir_for", "run_sweep", "sweep_lock"]
 
@@ -54,19 +52,9 @@ def run_dir_for(root: str | Path, key: str) -> Path:
     return Path(root) / "runs" / key
 
 
-@contextlib.contextmanager
-def sweep_lock(out_dir: Path) -> Iterator[None]:
+def sweep_lock(out_dir: Path) -> contextlib.AbstractContextManager[None]:
     """One driver per output directory: a second one would race the first on the same runs."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out_dir / ".lnlab.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LnlabError(f"another lnlab process is running a sweep in {out_dir}") from None
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
+    return dir_lock(out_dir, "running a sweep")
 
 
 def _headline(outcome: RunOutcome, metric: str | None) -> str:
@@ -154,6 +142,8 @@ def run_sweep(
                          replicate=replicate)
     own_backend = backend is None
     backend = backend or make_backend("local", workers=1)
+    if (out / DB_NAME).exists():  # a damaged or foreign store is refused before any write
+        Store.open(out).close()
     with sweep_lock(out), Store.open(out, create=True) as store:
         store.add_runs(experiment, keyed.items())
         store.reset_stale(keys)  # running = left by a dead driver; failed = try again

@@ -115,6 +115,38 @@ def run_attempt(task: RunTask, submission: str,
     return dataclasses.replace(execute(task), retries=retries)
 
 
+_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def _loopback_only(ray: Any) -> Iterator[None]:
+    """While a private local instance starts, make Ray keep every service on loopback.
+
+    Why: ``_node_ip_address="127.0.0.1"`` alone is not enough. Ray replaces a loopback node
+    address by the machine's routable one, and its gcs_server, raylet, workers and agents
+    then listen on all interfaces. Ray's single-machine mode (the flag it uses on macOS and
+    Windows) keeps the loopback address, and its servers bind to it. The flag is read from
+    the environment by the processes Ray starts and from ``ray_constants`` by this one;
+    both are restored once the instance is up. A test lists the instance's listening
+    sockets (tests/test_ray_loopback.py).
+    """
+    consts = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    old_env = os.environ.get(_CLUSTER_ENV)
+    old_flag = getattr(consts, "ENABLE_RAY_CLUSTER", None)
+    os.environ[_CLUSTER_ENV] = "0"
+    if old_flag is not None:
+        consts.ENABLE_RAY_CLUSTER = False  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        if old_env is None:
+            os.environ.pop(_CLUSTER_ENV, None)
+        else:
+            os.environ[_CLUSTER_ENV] = old_env
+        if old_flag is not None:
+            consts.ENABLE_RAY_CLUSTER = old_flag  # type: ignore[union-attr]
+
+
 class RayBackend(Backend):
     """Runs each task as a Ray task; see the module docstring.
 
@@ -147,7 +179,8 @@ class RayBackend(Backend):
                 kwargs.update(num_cpus=workers or max(1, os.cpu_count() or 1),
                               _node_ip_address="127.0.0.1")
             try:
-                ray.init(**kwargs)
+                with contextlib.nullcontext() if address else _loopback_only(ray):
+                    ray.init(**kwargs)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 where = f"the Ray cluster at {address}" if address else "a local Ray instance"
                 raise LnlabError(f"could not start or reach {where}: {one_line(e)}") from None

@@ -9,10 +9,9 @@ checkpoint or the new one, never a mix.
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import math
-import os
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,63 +19,35 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lnlab.errors import LnlabError
+from lnlab.io import json_safe, validated, write_json, write_with
+from lnlab.io import read_json as _read_json
+
+__all__ = ["json_safe", "load_checkpoint", "read_json", "save_checkpoint", "write_json",
+           "write_tensors"]
 
 CKPT_JSON = "checkpoint.json"
 CKPT_DIR = "ckpt"
 
 
-def _atomic(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; results are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
-def json_safe(obj: Any) -> Any:
-    """Replace non-finite floats by None (strict JSON readers reject NaN)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically."""
-    def w(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1, allow_nan=False)
-    _atomic(Path(path), w)
-
-
 def read_json(path: str | Path) -> Any:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise LnlabError(f"could not read {path}: {e}") from None
+    return _read_json(path, "run file")
 
 
 def write_tensors(path: str | Path, tensors: dict[str, torch.Tensor],
                   metadata: dict[str, str] | None = None) -> None:
     """Write tensors as safetensors atomically (each tensor copied, so shared storage is ok)."""
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    _atomic(Path(path), lambda tmp: save_file(flat, tmp, metadata=metadata))
+    write_with(path, lambda tmp: save_file(flat, tmp, metadata=metadata))
 
 
 def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
-    except Exception as e:
-        raise LnlabError(f"could not read tensors from {path}: {e}") from None
+    except FileNotFoundError:
+        raise LnlabError(f"could not read tensors from {path}: no such file") from None
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LnlabError(f"could not read tensors from {path} (damaged?): {msg}") from None
 
 
 # -- nested state (optimizer state dicts, RNG states) <-> tensors + JSON skeleton ---------------
@@ -137,13 +108,69 @@ def save_checkpoint(run_dir: Path, epoch: int, tensors: dict[str, torch.Tensor],
                 old.unlink()
 
 
+@dataclass(frozen=True)
+class CheckpointState:
+    """The schema of ``checkpoint.json`` (what a resume relies on)."""
+
+    config: dict[str, Any]
+    epoch: int
+    step: int
+    history: list[dict[str, Any]]
+    optimizer: Any
+    store: Any
+    wall_s: float
+    loop_s: float
+    tensors: str
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """The schema of a finished run's ``result.json``."""
+
+    status: str
+    epochs: list[dict[str, Any]]
+    summary: dict[str, Any]
+    config: dict[str, Any]
+    info: dict[str, Any] | None = None
+
+
+def confined(run_dir: Path, name: str, where: Path) -> Path:
+    """``run_dir / name``, refusing a name that leaves the run directory (``../``, absolute
+    paths, symlinks out of it): a checkpoint must never resume from another run's files."""
+    root = run_dir.resolve()
+    path = (run_dir / name).resolve()
+    if Path(name).is_absolute() or not path.is_relative_to(root):
+        raise LnlabError(f"{where} is damaged: tensor file {name!r} is outside the run "
+                         f"directory {run_dir}")
+    return path
+
+
 def load_checkpoint(run_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
-    """The last complete checkpoint of ``run_dir`` (state, tensors), or None."""
+    """The last complete checkpoint of ``run_dir`` (state, tensors), or None.
+
+    The JSON is validated against :class:`CheckpointState`; a damaged checkpoint is an
+    :class:`LnlabError` that names it and says what to do (its files are left untouched).
+    """
     path = run_dir / CKPT_JSON
     if not path.is_file():
         return None
-    state = read_json(path)
-    return state, read_tensors(run_dir / state["tensors"])
+    try:
+        state = validated(CheckpointState, read_json(path), path)
+        if state.epoch < 0 or state.step < 0:
+            raise LnlabError(f"{path} is damaged: negative epoch or step")
+        tensors = read_tensors(confined(run_dir, state.tensors, path))
+    except LnlabError as e:
+        raise LnlabError(f"{e}; move {path} aside to restart the run from scratch") from None
+    return dataclasses.asdict(state), tensors
+
+
+def decode_checkpoint(skeleton: Any, tensors: dict[str, torch.Tensor], where: Path) -> Any:
+    """:func:`decode_state` that names the file when the skeleton does not fit the tensors."""
+    try:
+        return decode_state(skeleton, tensors)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise LnlabError(f"{where} is damaged: cannot decode its state ({type(e).__name__}: "
+                         f"{e}); move it aside to restart the run from scratch") from None
 
 
 def remove_checkpoints(run_dir: Path) -> None:

@@ -17,6 +17,7 @@ The caller's RNG state and thread count are restored on return.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import math
 import time
@@ -31,9 +32,13 @@ from torch import nn
 
 from lnlab.data import Dataset, DatasetInfo, NoisyLabels, apply_label_noise, load_dataset
 from lnlab.data import random_labels as _random_labels
-from lnlab.errors import LnlabError
+from lnlab.errors import LnlabError, one_line
+from lnlab.io import dir_lock, validated
+from lnlab.limits import build_within_memory
 from lnlab.train.checkpoint import (
-    decode_state,
+    CKPT_JSON,
+    FinishedRun,
+    decode_checkpoint,
     encode_state,
     json_safe,
     load_checkpoint,
@@ -156,8 +161,9 @@ def make_model(cfg: TrainConfig, info: DatasetInfo) -> nn.Module:
             raise LnlabError(str(e)) from None
         ms = ModelSpec(ms.name, {**ms.options, "norm": norm})
     vocab = info.vocab_size if info.kind == "tokens" else None
-    return build_model(ms, input_shape=info.input_shape, num_classes=info.num_classes,
-                       vocab_size=vocab)
+    return build_within_memory(lambda: build_model(
+        ms, input_shape=info.input_shape, num_classes=info.num_classes, vocab_size=vocab),
+        f"model {cfg.model!r}")
 
 
 def derive_seed(seed: int, *parts: Any) -> int:
@@ -217,11 +223,16 @@ def make_labels(cfg: TrainConfig, data: Dataset) -> NoisyLabels:
 
 
 def _load_finished(run_dir: Path, cfg: TrainConfig, model: nn.Module | None) -> TrainResult:
-    d = read_json(run_dir / RESULT_JSON)
+    d = dataclasses.asdict(validated(FinishedRun, read_json(run_dir / RESULT_JSON),
+                                     run_dir / RESULT_JSON))
     if d.get("config") != json_safe(cfg.to_dict()):
         raise LnlabError(f"{run_dir} holds a finished run with a different config")
-    info = DatasetInfo(**{**d["info"], "input_shape": tuple(d["info"]["input_shape"])}) \
-        if d.get("info") else None
+    try:
+        info = DatasetInfo(**{**d["info"], "input_shape": tuple(d["info"]["input_shape"])}) \
+            if d.get("info") else None
+    except (KeyError, TypeError) as e:
+        raise LnlabError(f"{run_dir / RESULT_JSON} is damaged: field 'info' ({one_line(e)})"
+                         ) from None
     if (run_dir / MODEL_FILE).is_file():
         if model is None and info is not None:
             try:  # a model passed in by the original caller may not be buildable from a spec
@@ -296,13 +307,15 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *,
         return _load_finished(rdir, cfg, model)
     device = resolve_device(cfg.device)
     cuda = [device.index or 0] if device.type == "cuda" else []
-    with _threads(cfg.threads), torch.random.fork_rng(devices=cuda):
-        return _train(cfg, rdir, device, progress, hooks, model, tuple(step_hooks))
+    with (_threads(cfg.threads), torch.random.fork_rng(devices=cuda),
+          contextlib.ExitStack() as lock):
+        return _train(cfg, rdir, device, progress, hooks, model, tuple(step_hooks), lock)
 
 
 def _train(cfg: TrainConfig, rdir: Path | None, device: torch.device,
            progress: Callable[[dict[str, Any]], None] | None, hooks: Sequence[Hook],
-           model: nn.Module | None, step_hooks: tuple[StepHook, ...] = ()) -> TrainResult:
+           model: nn.Module | None, step_hooks: tuple[StepHook, ...] = (),
+           lock: contextlib.ExitStack | None = None) -> TrainResult:
     t_start = time.perf_counter()
     data = load_dataset(cfg.data, seed=cfg.data_seed)
     labels = make_labels(cfg, data)
@@ -335,6 +348,12 @@ def _train(cfg: TrainConfig, rdir: Path | None, device: torch.device,
     step, start_epoch, wall_before, loop_before = 0, 1, 0.0, 0.0
     cfg_dict = cfg.to_dict()
     if rdir is not None:
+        # one trainer per run directory (a second is refused, like a second sweep), taken
+        # only now so that bad input leaves no trace; held until training ends
+        if lock is not None:
+            lock.enter_context(dir_lock(rdir, "training a run"))
+        if (rdir / RESULT_JSON).is_file():  # finished by another process meanwhile
+            return _load_finished(rdir, cfg, model)
         ck = load_checkpoint(rdir)
         if (rdir / LABELS_FILE).is_file():
             saved = read_tensors(rdir / LABELS_FILE)
@@ -346,10 +365,15 @@ def _train(cfg: TrainConfig, rdir: Path | None, device: torch.device,
             state, tensors = ck
             if state.get("config") != json_safe(cfg_dict):
                 raise LnlabError(f"{rdir} holds a run with a different config")
-            model.load_state_dict({k[len("model/"):]: v for k, v in tensors.items()
-                                   if k.startswith("model/")})
-            opt.load_state_dict(decode_state(state["optimizer"], tensors))
-            store = decode_state(state["store"], tensors)
+            where = rdir / CKPT_JSON
+            try:
+                model.load_state_dict({k[len("model/"):]: v for k, v in tensors.items()
+                                       if k.startswith("model/")})
+                opt.load_state_dict(decode_checkpoint(state["optimizer"], tensors, where))
+            except (RuntimeError, ValueError, KeyError, TypeError) as e:
+                raise LnlabError(f"{where} does not fit this model: {one_line(e)}; move it "
+                                 f"aside to restart the run from scratch") from None
+            store = decode_checkpoint(state["store"], tensors, where)
             history, step = state["history"], state["step"]
             wall_before, loop_before = state["wall_s"], state["loop_s"]
             start_epoch = state["epoch"] + 1
