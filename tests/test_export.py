@@ -120,6 +120,7 @@ def test_tensorboard_round_trip(store_dir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inside MLflow's SQLAlchemy store
 def test_mlflow_round_trip(store_dir, tmp_path):
     pytest.importorskip("mlflow")
     pytest.importorskip("sqlalchemy")
