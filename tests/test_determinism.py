@@ -94,6 +94,7 @@ def test_one_and_two_workers_and_a_second_run_store_identical_numbers(dtoy, tmp_
         assert env["cpu_capability"] == str(torch.backends.cpu.get_cpu_capability())
         assert {"python", "torch", "numpy", "lnlab"} <= set(env)
         assert env["torch"] == metadata.version("torch")
+        assert env["norm_kernels"].startswith(("fused (lnkernels-", "composite ("))
 
 
 @pytest.mark.slow
