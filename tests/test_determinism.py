@@ -94,6 +94,7 @@ def test_one_and_two_workers_and_a_second_run_store_identical_numbers(dtoy, tmp_
         assert env["cpu_capability"] == str(torch.backends.cpu.get_cpu_capability())
         assert {"python", "torch", "numpy", "lnlab"} <= set(env)
         assert env["torch"] == metadata.version("torch")
+        assert env["norm_kernels"].startswith(("fused (lnkernels-", "composite ("))
 
 
 @pytest.mark.slow
@@ -234,3 +235,20 @@ def test_training_experiments_pin_threads_from_the_config():
     assert train_resources({"train": {"threads": 3, "device": "cuda"}}) == Resources(3, 1.0)
     assert train_resources({"train": {"threads": None}}) == Resources(1, 0.0)
     assert train_resources({"kind": "theory", "seed": 0}) == Resources()
+
+
+def test_an_experiment_can_state_its_own_resources():
+    import types
+
+    import determinism_toy as toy
+    from lnlab.experiments import Experiment
+    from lnlab.runner import Resources
+
+    mod = types.ModuleType("custom")
+    for name in ("NAME", "DESCRIPTION", "CLAIMS", "sweep", "run", "analyze", "figures"):
+        setattr(mod, name, getattr(toy, name))
+    mod.run_resources = lambda cfg: Resources(threads=3)
+    assert Experiment.from_module(mod).resources({"train": {"threads": 1}}) == Resources(3)
+    mod.run_resources = lambda cfg: {"cpus": 3.0}
+    with pytest.raises(TypeError, match="must return a Resources"):
+        Experiment.from_module(mod).resources({})

@@ -19,7 +19,7 @@ or ``(header, key, factor)`` triples), ``HEADLINE_METRIC`` (shown on the progres
 
 A run config is a JSON dict. Experiments that train use ``{"arm": ..., "train": TrainConfig
 dict}`` and ``run = train_run``; the seed lives at ``train.seed`` (or top-level ``seed``).
-The runner does not read configs: ``resources(config) -> Resources`` (threads, GPUs) and
+The runner does not read configs: ``run_resources(config) -> Resources`` (threads, GPUs) and
 ``with_device(configs, device)`` say what a run needs and where it computes; the defaults,
 ``train_resources`` and ``train_with_device``, read and write the ``train`` section, and a
 module may define its own.
@@ -124,8 +124,13 @@ class Experiment:
         return [complete_config(c) for c in configs], seed_list
 
     def resources(self, config: Mapping[str, Any]) -> Resources:
-        """What one run needs (the threads its worker pins, GPUs), from its config."""
-        return getattr(self._mod, "resources", train_resources)(config)
+        """What one run needs (the threads its worker pins, GPUs), from its config: the
+        module's ``run_resources`` if it has one, else ``train_resources``."""
+        res = getattr(self._mod, "run_resources", train_resources)(config)
+        if not isinstance(res, Resources):
+            raise TypeError(f"{self.module}.run_resources() must return a Resources "
+                            f"(got {type(res).__name__})")
+        return res
 
     def with_device(self, configs: Sequence[Mapping[str, Any]],
                     device: str) -> list[dict[str, Any]]:

@@ -113,7 +113,8 @@ def _seed_range(seeds: Sequence[int]) -> str:
 def _headline(rep: Replication) -> str:
     s = rep.summary()
     text = (f"{s['claims']} empirical claims on two disjoint seed sets: {s['agree']} agree, "
-            f"{s['differ']} differ ({s['flipped']} flip between supported and contradicted)")
+            f"{s['differ']} differ, of which {s['flipped']} flipped between supported and "
+            f"contradicted")
     if s["checks"]:
         text += f"; {s['checks']} checks, {s['checks_differ']} differ"
     return text + "."

@@ -170,11 +170,13 @@ def execute(task: RunTask) -> RunOutcome:
     env: dict[str, Any] = {}
     try:
         with pinned_threads(task.resources.threads):
-            env = run_environment()
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "error.txt").unlink(missing_ok=True)  # from an earlier failed attempt
-            module = importlib.import_module(task.module)
-            out = module.run(dict(task.config), run_dir)
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                (run_dir / "error.txt").unlink(missing_ok=True)  # from an earlier failure
+                module = importlib.import_module(task.module)
+                out = module.run(dict(task.config), run_dir)
+            finally:  # at the end: what the run loaded (norm kernels) is known by then
+                env = run_environment()
         status, summary, epochs, artifacts = _parse_output(out, run_dir)
         return RunOutcome(task.key, status, summary, epochs, artifacts, None,
                           time.perf_counter() - t0, host, environment=env)
