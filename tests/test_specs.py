@@ -77,6 +77,10 @@ def test_norm_specs_share_the_checks(spec, match):
     ("hf:bert:dim=99999999999999999999", "hf option dim=.* is out of range"),
     ("hf:bert:norm=rmsnorm", "unknown option 'norm' for model 'hf'"),
     ("hf:", "needs an architecture"),
+    ("hf:b\x00rt", "not an architecture name"),
+    ("hf:" + "a" * 5000, "not an architecture name"),
+    ("hf:./ckpt:layers=2", "hf:PATH takes no options"),
+    ("hf:./" + "a" * 5000 + ":layers=2", "hf:PATH takes no options"),
 ])
 def test_model_specs_share_the_checks(spec, match):
     with pytest.raises(SpecError, match=match):

@@ -53,9 +53,14 @@ _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 def _config_dir(source: str | Path) -> Path:
     path = Path(source).expanduser()
-    cfg_dir = path.parent if path.is_file() else path
-    if not (cfg_dir / "config.json").is_file():
-        raise LnlabError(f"{source}: not a Hugging Face checkpoint directory (no config.json)")
+    shown = str(source) if len(str(source)) <= 80 else str(source)[:77] + "..."
+    try:
+        cfg_dir = path.parent if path.is_file() else path
+        found = (cfg_dir / "config.json").is_file()
+    except (OSError, ValueError) as e:  # a name too long, or one the OS cannot represent
+        raise LnlabError(f"{shown}: not a usable path ({type(e).__name__})") from None
+    if not found:
+        raise LnlabError(f"{shown}: not a Hugging Face checkpoint directory (no config.json)")
     return cfg_dir
 
 
