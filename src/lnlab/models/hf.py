@@ -111,12 +111,14 @@ def checkpoint_files(source: str | Path) -> list[Path]:
         return safe
     pickles = sorted(p.name for p in cfg_dir.iterdir() if p.suffix in _PICKLE_SUFFIXES)
     if pickles:
+        src, dst = cfg_dir / pickles[0], cfg_dir / "model.safetensors"
         raise LnlabError(
             f"{cfg_dir} holds weights only as pickle files ({', '.join(pickles[:3])}), which "
-            "lnlab does not load because unpickling can run code; convert them once, in an "
-            "environment you trust, with: python -c \"import transformers as t; "
-            f"t.AutoModel.from_pretrained('{cfg_dir}').save_pretrained('{cfg_dir}')\" "
-            "(writes model.safetensors)")
+            "lnlab does not load because unpickling can run code; if you trust the file, "
+            "convert it once with: python -c \"import torch; from safetensors.torch import "
+            f"save_file; sd = torch.load('{src}', weights_only=True); save_file({{k: "
+            f"v.contiguous().clone() for k, v in sd.items()}}, '{dst}', "
+            "metadata={'format': 'pt'})\"")
     return []
 
 
