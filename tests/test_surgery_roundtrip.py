@@ -144,11 +144,13 @@ def test_round_trip_through_lnlabs_wrapper(tmp_path):
                     vocab_size=30).eval()
     report = swap_norms(m, "layernorm_simple", "embedding")
     assert report[0].site.startswith("hf.")  # names inside the wrapper...
-    saved = save_pretrained(m, tmp_path)
+    saved = save_pretrained(m, tmp_path / "out")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary directory left
+    assert sorted(p.name for p in saved.iterdir()) == ["config.json", "model.safetensors"]
     entry = json.loads((saved / "config.json").read_text())["lnlab_surgery"][0]
     assert not entry["site"].startswith("hf.")  # ...are recorded relative to the HF model
     x = torch.randint(1, 30, (3, 8))
-    again = HFClassifier(from_pretrained(tmp_path)).eval()
+    again = HFClassifier(from_pretrained(saved)).eval()
     assert torch.equal(again(x), m(x))
 
 
