@@ -167,3 +167,19 @@ def test_a_record_that_does_not_fit_is_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(LnlabError):
         from_pretrained(tmp_path)
+
+
+def test_modified_models_still_copy_and_pickle(tmp_path):
+    """The warning comes from a per-instance subclass; copies keep it, and stay exact."""
+    import copy
+    import pickle
+
+    model, _ = _build("gpt2")
+    _operate(model, swap=True)
+    before = _logits(model, X)
+    twins = (copy.deepcopy(model), pickle.loads(pickle.dumps(model)))  # our own object
+    for i, twin in enumerate(twins):
+        assert type(twin).__name__ == "GPT2LMHeadModel"
+        assert torch.equal(_logits(twin, X), before)
+        with pytest.warns(SurgeryNotSavedWarning):
+            twin.save_pretrained(tmp_path / str(i))

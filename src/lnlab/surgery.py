@@ -770,12 +770,25 @@ def _warning_save(self: Any, *args: Any, **kwargs: Any) -> Any:
     return type(self)._lnlab_plain_class.save_pretrained(self, *args, **kwargs)
 
 
+def _reduce_marked(self: Any, protocol: int) -> tuple[Any, ...]:
+    # The per-instance subclass is not importable; pickle (and deepcopy) the plain class
+    # and mark the copy again.
+    return (_restore_marked, (type(self)._lnlab_plain_class,), self.__dict__.copy())
+
+
+def _restore_marked(plain: type) -> nn.Module:
+    obj = plain.__new__(plain)
+    _mark_modified(obj)
+    return obj
+
+
 def _mark_modified(hf: nn.Module) -> None:
     """Give one HF model instance a subclass (same name) whose save_pretrained warns."""
     cls = type(hf)
     if "_lnlab_plain_class" in cls.__dict__:
         return
     sub = type(cls.__name__, (cls,), {"save_pretrained": _warning_save,
+                                      "__reduce_ex__": _reduce_marked,
                                       "_lnlab_plain_class": cls,
                                       "__module__": cls.__module__,
                                       "__qualname__": cls.__qualname__})
