@@ -81,7 +81,7 @@ def test_the_traps_work(tmp_path):
 def test_a_pickle_in_a_model_directory_is_never_unpickled(tmp_path, no_torch_load):
     marker = tmp_path / "UNPICKLED"
     d = _pickle_dir(tmp_path, marker)
-    with pytest.raises(LnlabError, match=r"pickle.*save_pretrained"):
+    with pytest.raises(LnlabError, match=r"pickle.*model\.safetensors"):
         build_model(f"hf:{d}", input_shape=(8,), num_classes=2, vocab_size=32)
     with pytest.raises(LnlabError, match=r"pytorch_model\.bin"):
         build_hf_classifier("bert", num_classes=2, vocab_size=32, init=d)
@@ -144,3 +144,23 @@ def test_loads_pass_the_safe_flags(tmp_path, monkeypatch):
     for _, k in seen:
         assert k["trust_remote_code"] is False and k["local_files_only"] is True
     assert all(k["use_safetensors"] is True for kind, k in seen if kind == "model")
+
+
+def test_the_conversion_the_error_suggests_works(tmp_path):
+    """A benign .bin, converted with the command from the message, then loads (safetensors)."""
+    import re
+    import subprocess
+    import sys
+
+    torch.manual_seed(0)
+    hf = transformers.BertForSequenceClassification(_tiny_bert_config()).eval()
+    hf.config.save_pretrained(tmp_path)
+    torch.save(hf.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(LnlabError) as e:
+        build_model(f"hf:{tmp_path}", input_shape=(8,), num_classes=2, vocab_size=32)
+    command = re.search(r'python -c "(.*)"$', str(e.value)).group(1)
+    subprocess.run([sys.executable, "-c", command], check=True, timeout=120)
+    m = build_model(f"hf:{tmp_path}", input_shape=(8,), num_classes=2, vocab_size=32).eval()
+    x = torch.randint(1, 32, (2, 8))
+    torch.testing.assert_close(m(x), hf(input_ids=x, attention_mask=torch.ones_like(x)).logits,
+                               rtol=0, atol=0)

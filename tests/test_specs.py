@@ -77,6 +77,10 @@ def test_norm_specs_share_the_checks(spec, match):
     ("hf:bert:dim=99999999999999999999", "hf option dim=.* is out of range"),
     ("hf:bert:norm=rmsnorm", "unknown option 'norm' for model 'hf'"),
     ("hf:", "needs an architecture"),
+    ("hf:b\x00rt", "not an architecture name"),
+    ("hf:" + "a" * 5000, "not an architecture name"),
+    ("hf:./ckpt:layers=2", "hf:PATH takes no options"),
+    ("hf:./" + "a" * 5000 + ":layers=2", "hf:PATH takes no options"),
 ])
 def test_model_specs_share_the_checks(spec, match):
     with pytest.raises(SpecError, match=match):
@@ -132,8 +136,9 @@ def test_parse_options_types_defaults_and_unknown_keys():
     with pytest.raises(SpecError, match=r"toy option p=2 is out of range; it must be in \[0, 1\]"):
         parse_options([("p", "2")], schema, owner="toy")
     assert Option("big", "int", 0).parse(str(MAX_INT)) == MAX_INT
-    with pytest.raises(SpecError, match="far too large"):
-        Option("big", "int", 0).parse(str(MAX_INT + 1))
+    for big in (MAX_INT + 1, -MAX_INT - 1):
+        with pytest.raises(SpecError, match="far too large"):
+            Option("big", "int", 0).parse(str(big))
 
 
 # Random strings built from the characters that matter to the grammar, plus any unicode.

@@ -144,11 +144,13 @@ def test_round_trip_through_lnlabs_wrapper(tmp_path):
                     vocab_size=30).eval()
     report = swap_norms(m, "layernorm_simple", "embedding")
     assert report[0].site.startswith("hf.")  # names inside the wrapper...
-    saved = save_pretrained(m, tmp_path)
+    saved = save_pretrained(m, tmp_path / "out")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary directory left
+    assert sorted(p.name for p in saved.iterdir()) == ["config.json", "model.safetensors"]
     entry = json.loads((saved / "config.json").read_text())["lnlab_surgery"][0]
     assert not entry["site"].startswith("hf.")  # ...are recorded relative to the HF model
     x = torch.randint(1, 30, (3, 8))
-    again = HFClassifier(from_pretrained(tmp_path)).eval()
+    again = HFClassifier(from_pretrained(saved)).eval()
     assert torch.equal(again(x), m(x))
 
 
@@ -165,3 +167,19 @@ def test_a_record_that_does_not_fit_is_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(LnlabError):
         from_pretrained(tmp_path)
+
+
+def test_modified_models_still_copy_and_pickle(tmp_path):
+    """The warning comes from a per-instance subclass; copies keep it, and stay exact."""
+    import copy
+    import pickle
+
+    model, _ = _build("gpt2")
+    _operate(model, swap=True)
+    before = _logits(model, X)
+    twins = (copy.deepcopy(model), pickle.loads(pickle.dumps(model)))  # our own object
+    for i, twin in enumerate(twins):
+        assert type(twin).__name__ == "GPT2LMHeadModel"
+        assert torch.equal(_logits(twin, X), before)
+        with pytest.warns(SurgeryNotSavedWarning):
+            twin.save_pretrained(tmp_path / str(i))

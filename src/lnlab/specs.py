@@ -160,18 +160,17 @@ class Option:
                             f"{', '.join(self.choices)}, got {raw!r}")
         if self.kind in ("int", "float") and self.convert is None:
             lo_bad = self.lo is not None and (val <= self.lo if self.lo_open else val < self.lo)
-            hi = self.hi if self.hi is not None else (MAX_INT if self.kind == "int" else None)
-            hi_bad = hi is not None and (val >= hi if self.hi_open else val > hi)
+            hi_bad = self.hi is not None and (val >= self.hi if self.hi_open else val > self.hi)
             if isinstance(val, float) and not math.isfinite(val):
                 raise SpecError(f"{where} {self.name} must be a finite number, "
                                 f"got {raw.strip()!r}")
-            if self.hi is None and hi_bad:
-                raise SpecError(f"{where} {self.name}={raw.strip()[:24]} is far too large "
-                                f"(no option takes more than {MAX_INT})")
             if lo_bad or hi_bad:
                 shown = raw.strip() if len(raw.strip()) <= 24 else raw.strip()[:21] + "..."
                 raise SpecError(f"{where} {self.name}={shown} is out of range; it must be "
                                 f"{self._range()}")
+            if self.kind == "int" and abs(val) > MAX_INT:
+                raise SpecError(f"{where} {self.name}={raw.strip()[:24]} is far too large "
+                                f"(no option takes more than {MAX_INT} in size)")
         if self.check is not None and not self.check(val):
             raise SpecError(f"bad value for {where} {self.name}={raw.strip()}: {self.check_msg}")
         return val

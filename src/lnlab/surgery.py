@@ -723,12 +723,25 @@ def _warning_save(self: Any, *args: Any, **kwargs: Any) -> Any:
     return type(self)._lnlab_plain_class.save_pretrained(self, *args, **kwargs)
 
 
+def _reduce_marked(self: Any, protocol: int) -> tuple[Any, ...]:
+    # The per-instance subclass is not importable; pickle (and deepcopy) the plain class
+    # and mark the copy again.
+    return (_restore_marked, (type(self)._lnlab_plain_class,), self.__dict__.copy())
+
+
+def _restore_marked(plain: type) -> nn.Module:
+    obj = plain.__new__(plain)
+    _mark_modified(obj)
+    return obj
+
+
 def _mark_modified(hf: nn.Module) -> None:
     """Give one HF model instance a subclass (same name) whose save_pretrained warns."""
     cls = type(hf)
     if "_lnlab_plain_class" in cls.__dict__:
         return
     sub = type(cls.__name__, (cls,), {"save_pretrained": _warning_save,
+                                      "__reduce_ex__": _reduce_marked,
                                       "_lnlab_plain_class": cls,
                                       "__module__": cls.__module__,
                                       "__qualname__": cls.__qualname__})
@@ -765,9 +778,28 @@ def save_pretrained(model: nn.Module, path: str | Path) -> Path:
     """Save a (possibly surgically modified) HF model, or lnlab's wrapper of one, with its
     surgery record in ``config.json``; reload it with :func:`from_pretrained`."""
     hf = _unwrap_hf(model)
+    return _write_checkpoint(lambda d: _plain_class(hf).save_pretrained(hf, d), path)
+
+
+def _write_checkpoint(write: Callable[[str], Any], path: str | Path) -> Path:
+    """Let ``write`` fill a temporary sibling directory, then move each file into ``path``
+    with an atomic rename, so a crash never leaves a half-written file there."""
+    import os
+    import shutil
+    import tempfile
+
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    _plain_class(hf).save_pretrained(hf, str(out))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        write(str(tmp))
+        for f in sorted(tmp.iterdir()):  # config.json last: it names the weights
+            if f.name != "config.json":
+                os.replace(f, out / f.name)
+        if (tmp / "config.json").exists():
+            os.replace(tmp / "config.json", out / "config.json")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -889,7 +921,4 @@ def export_plain_hf(model: nn.Module, path: str | Path) -> Path:
             state[key] = (held.detach().clone() if isinstance(held, Tensor)
                           else torch.full_like(target, neutral))
     plain.load_state_dict(state, strict=True)
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-    plain.save_pretrained(str(out))
-    return out
+    return _write_checkpoint(plain.save_pretrained, path)

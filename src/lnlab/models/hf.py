@@ -54,9 +54,14 @@ _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 def _config_dir(source: str | Path) -> Path:
     path = expand_path(source)
-    cfg_dir = path.parent if path.is_file() else path
-    if not (cfg_dir / "config.json").is_file():
-        raise LnlabError(f"{source}: not a Hugging Face checkpoint directory (no config.json)")
+    shown = str(source) if len(str(source)) <= 80 else str(source)[:77] + "..."
+    try:
+        cfg_dir = path.parent if path.is_file() else path
+        found = (cfg_dir / "config.json").is_file()
+    except (OSError, ValueError) as e:  # a name too long, or one the OS cannot represent
+        raise LnlabError(f"{shown}: not a usable path ({type(e).__name__})") from None
+    if not found:
+        raise LnlabError(f"{shown}: not a Hugging Face checkpoint directory (no config.json)")
     return cfg_dir
 
 
@@ -107,12 +112,14 @@ def checkpoint_files(source: str | Path) -> list[Path]:
         return safe
     pickles = sorted(p.name for p in cfg_dir.iterdir() if p.suffix in _PICKLE_SUFFIXES)
     if pickles:
+        src, dst = cfg_dir / pickles[0], cfg_dir / "model.safetensors"
         raise LnlabError(
             f"{cfg_dir} holds weights only as pickle files ({', '.join(pickles[:3])}), which "
-            "lnlab does not load because unpickling can run code; convert them once, in an "
-            "environment you trust, with: python -c \"import transformers as t; "
-            f"t.AutoModel.from_pretrained('{cfg_dir}').save_pretrained('{cfg_dir}')\" "
-            "(writes model.safetensors)")
+            "lnlab does not load because unpickling can run code; if you trust the file, "
+            "convert it once with: python -c \"import torch; from safetensors.torch import "
+            f"save_file; sd = torch.load('{src}', weights_only=True); save_file({{k: "
+            f"v.contiguous().clone() for k, v in sd.items()}}, '{dst}', "
+            "metadata={'format': 'pt'})\"")
     return []
 
 

@@ -26,6 +26,7 @@ form); ``spec.full()`` prints every option, which is what a results hash should 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,9 +229,19 @@ class ModelSpec:
         return hash(self.full())
 
 
+def _exists(path: str, *, is_dir: bool = False) -> bool:
+    try:
+        return Path(path).is_dir() if is_dir else Path(path).exists()
+    except (OSError, ValueError):  # a name too long or unrepresentable names nothing
+        return False
+
+
 def _is_path(text: str) -> bool:
     t = text.strip()
-    return any(c in t for c in "/\\") or t.startswith((".", "~")) or Path(t).is_dir()
+    return any(c in t for c in "/\\") or t.startswith((".", "~")) or _exists(t, is_dir=True)
+
+
+_ARCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def _parse_hf(spec: str) -> ModelSpec:
@@ -241,8 +252,16 @@ def _parse_hf(spec: str) -> ModelSpec:
         raise SpecError("hf: needs an architecture name (hf:bert, hf:gpt2, ...) or a local "
                         "checkpoint directory (hf:PATH)")
     if _is_path(rest):
-        return ModelSpec("hf", {}, str(expand_path(rest.strip())), path=True)
+        path = rest.strip()
+        _, sep, tail = path.rpartition(":")
+        if sep and "=" in tail and not _exists(path):
+            raise SpecError(f"hf:PATH takes no options (got {tail!r}); the checkpoint's "
+                            "config.json decides the architecture")
+        return ModelSpec("hf", {}, str(expand_path(path)), path=True)
     arch, items = split_spec(rest, what="hf model")
+    if not _ARCH.fullmatch(arch) or len(arch) > 100:
+        raise SpecError(f"{arch[:40]!r} is not an architecture name (hf:bert, hf:gpt2, ...) "
+                        "nor a path (write ./NAME for a directory here)")
     values = parse_options(items, _MODELS["hf"].options, owner="hf", what="model")
     return ModelSpec("hf", values, arch_key(arch))
 
