@@ -57,16 +57,18 @@ def test_effect_returns_each_outcome(method):
     assert verdict(down, around(0.5, 0.1)) == "inconclusive"
 
 
-def test_two_sided_effect_returns_each_outcome():
-    ch = Effect("!=", 1.0)  # "changing λ changes accuracy", sign not predicted
+@pytest.mark.parametrize("method", ["t", "bootstrap"])
+def test_two_sided_effect_returns_each_outcome(method):
+    ch = Effect("!=", 1.0, method=method)  # "changing λ changes accuracy", sign not predicted
     assert verdict(ch, around(5.0)) == "supported"
     assert verdict(ch, around(-5.0)) == "supported"
     assert verdict(ch, around(0.0, 0.2)) == "contradicted"
     assert verdict(ch, around(1.0)) == "inconclusive"
 
 
-def test_equivalence_returns_each_outcome():
-    eq = Equivalence(3.0, null=68.0)
+@pytest.mark.parametrize("method", ["t", "bootstrap"])
+def test_equivalence_returns_each_outcome(method):
+    eq = Equivalence(3.0, null=68.0, method=method)
     assert verdict(eq, around(68.5)) == "supported"
     assert verdict(eq, around(60.0)) == "contradicted"
     assert verdict(eq, around(75.0)) == "contradicted"
@@ -74,12 +76,13 @@ def test_equivalence_returns_each_outcome():
     assert verdict(eq, around(68.0, 5.0)) == "inconclusive"  # too noisy to show equivalence
 
 
-def test_non_inferiority_returns_each_outcome():
-    ni = NonInferiority(">", 2.0)  # not worse than 0 by more than 2
+@pytest.mark.parametrize("method", ["t", "bootstrap"])
+def test_non_inferiority_returns_each_outcome(method):
+    ni = NonInferiority(">", 2.0, method=method)  # not worse than 0 by more than 2
     assert verdict(ni, around(0.0)) == "supported"
     assert verdict(ni, around(-5.0)) == "contradicted"
     assert verdict(ni, around(-2.0)) == "inconclusive"
-    lo = NonInferiority("<", 0.05, null=1.0)  # bpc not higher than 1 + 0.05
+    lo = NonInferiority("<", 0.05, null=1.0, method=method)  # bpc not above 1 + 0.05
     assert verdict(lo, around(1.0, 0.01)) == "supported"
     assert verdict(lo, around(1.2, 0.01)) == "contradicted"
     assert verdict(lo, around(1.05, 0.01)) == "inconclusive"

@@ -22,7 +22,8 @@ def _run(config: dict, summary: dict, status: str = "finished") -> Run:
 
 def _fit(ds: str, arm: str, g: int, seed: int, acc: float, lr: float = 1e-2) -> Run:
     return _run({"kind": "fit", "dataset": ds, "n": 100, "arm": arm, "groups": g,
-                 "train": {"seed": seed, "lr": lr}}, {"final_train_acc": acc})
+                 "train": {"seed": seed, "lr": lr, "batch_size": 100}},
+                {"final_train_acc": acc})
 
 
 def _synthetic(seeds: tuple[int, ...] = (0, 1, 2)) -> Results:
@@ -40,8 +41,11 @@ def _synthetic(seeds: tuple[int, ...] = (0, 1, 2)) -> Results:
                          {"acc_linear": 0.16, "acc_g1": 0.16, "acc_g2": 0.19, "acc_g8": 0.33,
                           "acc_g32": 0.30}))
         for ds in ("mnist1d", "digits"):
-            runs += [_fit(ds, "linear", 0, s, 0.20, 1e-3), _fit(ds, "linear", 0, s, 0.25 + s / 100)]
+            runs += [_fit(ds, "linear", 0, s, 0.20, 1e-3), _fit(ds, "linear", 0, s, 0.25 + s / 100),
+                     _fit(ds, "linear", 0, s, 0.19, 1e-1)]
             runs += [_fit(ds, "lnnet", g, s, 0.3 + g / 50) for g in (1, 2, 4)]
+            # LN at the other lrs of the grid: the comparison with linear takes the best
+            runs += [_fit(ds, "lnnet", 1, s, 0.31, 1e-3), _fit(ds, "lnnet", 1, s, 0.33, 1e-1)]
             runs.append(_fit(ds, "lnnet-w2", 1, s, 0.15))
         for fam, (_, g) in cap.PRACTICAL.items():
             runs.append(_run({"kind": "practical", "family": fam, "groups": 1,
@@ -56,11 +60,17 @@ def test_sweep_builds_and_counts() -> None:
     quick, _ = exp.configs("quick")
     full = cap.sweep("full", list(range(5)))  # unvalidated: counting only
     kinds = [c["kind"] for c in quick]
-    # per seed: theory + proxy + 2 datasets × (3 linear lrs + 5 groups + width 2)
-    # + 2 families × 2 norms
-    assert len(quick) == 5 * (2 + 2 * 9 + 4)
+    # per seed: theory + proxy + 2 datasets × (3 linear lrs + 5 groups + width 2 + the other
+    # 2 lrs for LN and width 2) + 2 families × 2 norms
+    assert len(quick) == 5 * (2 + 2 * 13 + 4)
+    grid = {(c["arm"], c["train"]["lr"]) for c in quick if c["kind"] == "fit"
+            and c["groups"] <= 1}
+    for arm in ("lnnet", "lnnet-w2"):  # the same lr grid as the linear baseline
+        assert {lr for a, lr in grid if a == arm} == set(cap.LINEAR_LRS)
     assert kinds.count("theory") == kinds.count("proxy") == 5
-    assert len(full) == 5 * (2 + 2 * (6 + 5 + 1) + 4)
+    # full: linear 3 lrs × 2 batches; LN and width 2 also get those 6 (beside lr 1e-2, batch
+    # 100 for the LN-G comparisons)
+    assert len(full) == 5 * (2 + 2 * (6 + 5 + 1 + 12) + 4)
     keys = {c["train"]["model"] for c in quick if c["kind"] == "fit"}
     assert "lnnet:depth=4,width=64,norm=groupln;groups=16" in keys
     for c in quick:
@@ -101,7 +111,7 @@ def test_analyze_feeds_every_claim_with_known_verdicts() -> None:
         assert c.metric in ms, c.id
     verdicts = {c.id: c.rule.verdict(ms[c.metric])[0] for c in cap.CLAIMS}
     m = ms["mnist1d: train_acc[LN-Net] − best train_acc[linear] (points)"]
-    assert m.values == pytest.approx({0: 7.0, 1: 6.0, 2: 5.0})
+    assert m.values == pytest.approx({0: 8.0, 1: 7.0, 2: 6.0})  # LN's best lr: 33%
     # LN-G: the mean over g ∈ {2, 4} (34, 38), not the best g, against g = 1 (32)
     assert ms["mnist1d: mean over g≥2 of train_acc[LN-G] − train_acc[LN] (points)"].values == \
         pytest.approx({0: 4.0, 1: 4.0, 2: 4.0})

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from lnlab.analysis.memorization import (
     noisy_counts,
     run_protocol,
+    same_class_clean,
     shares_from_counts,
 )
 from lnlab.errors import LnlabError
@@ -164,6 +165,13 @@ def test_final_gradient_norms_match_a_hand_computation_on_one_sample(tmp_path):
         assert s["gradfinal/mem_total/blocks.0.norm1"] == pytest.approx(mem, rel=1e-5)
         # Post-LN: the LN input feeds only the LN, so branch == total
         assert s["gradfinal/learn_branch/blocks.0.norm1"] == pytest.approx(learn, rel=1e-5)
+        # Theorem 1's premise: a clean training sample of the noisy sample's true class
+        (j,) = same_class_clean(ds.y_train, labels.mask, labels.mask.nonzero()[:, 0],
+                                seed=12345).tolist()
+        assert not labels.mask[j] and ds.y_train[j] == ds.y_train[i]
+        same = _hand_grad_norm(m, ds.x_train[j:j + 1], ds.y_train[j:j + 1])
+        assert s["gradfinal/learn_sameclass_total/blocks.0.norm1"] == pytest.approx(same,
+                                                                                     rel=1e-5)
 
 
 def test_protocol_rejects_bad_input(tmp_path):
@@ -290,6 +298,7 @@ def _fake(pre_drop=8.0, post_drop=0.0, post_mem=25, post_rec=65, pre_rec=15):
                 for part in ("total", "branch"):
                     s[f"intact/gradfinal/learn_{part}/{site}"] = learn
                     s[f"intact/gradfinal/mem_{part}/{site}"] = learn / ratio
+                s[f"intact/gradfinal/learn_sameclass_total/{site}"] = learn / 2
             runs.append(_run("mnist1d", fam, seed, **s))
     return Results(runs, "memorization", "quick", [0, 1, 2])
 
@@ -321,6 +330,10 @@ def test_analysis_and_verdicts_on_known_numbers(tmp_path):
     assert ms["mnist1d: memorization part of Δgap[post, all − intact] (points)"].mean == \
         pytest.approx(-7.5)
     assert v["sk.5post.mem.mnist1d"] == "supported"
+    # Theorem 1's own premise (same-class clean training samples): ratio min 4/2 = 2
+    assert ms["mnist1d: min over LNs and models of learn(same class)/mem (total)"].mean == \
+        pytest.approx(2.0)
+    assert v["sk.8same.mnist1d"] == "supported"
     # the mirror image is contradicted: Post-LN loses accuracy, memorizes, recovers nothing
     bad = mz.analyze(_fake(pre_drop=0.0, post_drop=8.0, post_mem=90, post_rec=5, pre_rec=40))
     vb = {c.id: evaluate(c, bad).verdict for c in mz.CLAIMS if c.id.endswith(".mnist1d")}

@@ -202,7 +202,8 @@ def test_analysis_and_verdicts_on_known_numbers(tmp_path):
     assert ms["change[post/min_block]"].mean == pytest.approx(0.4)
     v = {c.id: evaluate(c, ms).verdict for c in wd.CLAIMS}
     assert v["blog.ln"] == "pass" and v["blog.pre"] == "pass"
-    assert v["blog.pre_final"] == "fail" and v["blog.post"] == "fail"
+    assert v["blog.pre_final"] == "fail" and v["blog.post_transformer"] == "fail"
+    assert v["blog.post"] == "pass"  # the blog's h + LN(F(h)) reading
     assert v["B1.hidden"] == v["B2.branch"] == v["B3.ln"] == v["B5.equivalence"] == "pass"
     assert v["B3.branch"] == "fail" and v["B3.branch_keep_b2"] == "pass"
     assert v["B6.angle"] == "contradicted"

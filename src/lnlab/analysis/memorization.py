@@ -141,7 +141,28 @@ def _final_grads(model: nn.Module, cfg: Any, max_samples: int) -> dict[str, floa
     learn = (data.x_test[li], data.y_test[li])
     ni = labels.mask.nonzero()[:, 0]
     mem = (data.x_train[ni], labels.labels[ni]) if len(ni) else None
-    return grad_summary(gradient_norms(model.cpu(), learn, mem).sites)
+    out = grad_summary(gradient_norms(model.cpu(), learn, mem).sites)
+    same = same_class_clean(data.y_train, labels.mask, ni, seed=12345)
+    if len(same):  # Theorem 1's premise: clean training samples of the noisy samples' class
+        res = gradient_norms(model.cpu(), (data.x_train[same], data.y_train[same]))
+        out.update({f"gradfinal/learn_sameclass_total/{s.name}": s.learning_total
+                    for s in res.sites})
+    return out
+
+
+def same_class_clean(y_true: torch.Tensor, noisy: torch.Tensor, idx: torch.Tensor, *,
+                     seed: int) -> torch.Tensor:
+    """For each noisy training sample in ``idx``, one *clean* training sample of its true
+    class (drawn with a fixed generator; classes without clean samples are skipped): the
+    comparison Singhal & Kim's Theorem 1 makes (same class), beside the test-set average."""
+    g = torch.Generator().manual_seed(seed)
+    clean = ~noisy.bool()
+    out = []
+    for i in idx.tolist():
+        pool = (clean & (y_true == y_true[i])).nonzero()[:, 0]
+        if len(pool):
+            out.append(int(pool[torch.randint(len(pool), (1,), generator=g)]))
+    return torch.tensor(out, dtype=torch.long)
 
 
 def grad_summary(sites: Any) -> dict[str, float]:

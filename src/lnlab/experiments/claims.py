@@ -397,7 +397,8 @@ class Effect(_Interval):
 class Equivalence(_Interval):
     """"No change" (or "≈ null"): TOST — both one-sided t-tests of |θ − null| ≥ margin reject
     at α = 1 − confidence → supported; the interval entirely outside null ± margin →
-    contradicted; else inconclusive."""
+    contradicted; else inconclusive. (The TOST is a t test whatever ``method``; ``method``
+    sets the reported interval and the contradiction test.)"""
 
     margin: float
     null: float = 0.0

@@ -181,6 +181,13 @@ def _claims_8_10(s: str) -> list[Claim]:
               f"{s}: min over LNs and models of learn/mem (total)",
               "per-seed minimum ratio over LNs > 1.1",
               Effect(">", 0.1, null=1.0), measured_by=M, requires=req),
+        Claim(f"sk.8same.{s}", PAPER + ", Theorem 1 (its premise: same class); notes §3",
+              f"Theorem 1 as stated: at every LN the learning gradient of clean *training* "
+              f"samples of the memorized samples' own class exceeds the memorization gradient "
+              f"({d}; total gradient).",
+              f"{s}: min over LNs and models of learn(same class)/mem (total)",
+              "per-seed minimum ratio over LNs > 1.1 (as sk.8)",
+              Effect(">", 0.1, null=1.0), measured_by=M, requires=req),
         Claim(f"sk.9.{s}", PAPER + ", §6.1, Fig. 4",
               f"The learning/memorization ratio is much larger in Pre-LN than in Post-LN, "
               f"layer by layer ({d}; total gradient).",
@@ -497,6 +504,14 @@ def _min_ratio(r: Run) -> float:
     return min(ratios) if ratios else math.nan
 
 
+def _min_ratio_same_class(r: Run) -> float:
+    """Theorem 1's premise: min over LNs of learn(clean same-class train samples) / mem."""
+    learn = dict(_sites(r, "intact", "learn_sameclass_total"))
+    mem = dict(_sites(r, "intact", "mem_total"))
+    ratios = [learn[k] / mem[k] for k in learn if k in mem and mem[k] > 0]
+    return min(ratios) if ratios else math.nan
+
+
 def _depth_rho(r: Run) -> float:
     vals = [v for _, v in _block_sites(r, "learn_total")]
     return _spearman(list(range(len(vals))), vals)
@@ -669,6 +684,9 @@ def _grad_measures(sel: Results, s: str, out: dict[str, Measurement]) -> None:
     both = [sd for sd in seeds if ("pre", sd) in runs and ("post", sd) in runs]
     out[f"{s}: min over LNs and models of learn/mem (total)"] = Measurement(
         {sd: min(_min_ratio(runs["pre", sd]), _min_ratio(runs["post", sd])) for sd in both})
+    out[f"{s}: min over LNs and models of learn(same class)/mem (total)"] = Measurement(
+        {sd: v for sd in both if math.isfinite(v := min(_min_ratio_same_class(runs["pre", sd]),
+                                                        _min_ratio_same_class(runs["post", sd])))})
     out[f"{s}: geometric mean over block LNs of ratio[pre]/ratio[post]"] = Measurement(
         {sd: _ratio_of_ratios(runs["pre", sd], runs["post", sd]) for sd in both})
     for f in ("pre", "post"):
