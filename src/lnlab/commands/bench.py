@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from lnlab.commands.options import flag
+
 
 def _parse_shapes(text: str | None, quick: bool) -> list[tuple[int, int]]:
     from lnlab.bench.norms import DEFAULT_SHAPES, QUICK_SHAPES
@@ -51,9 +53,10 @@ def register(app: typer.Typer) -> None:
         dtype: str = typer.Option("float32", help="float32 | float64 | bfloat16 | float16"),
         device: str = typer.Option("cpu", help="cpu | cuda"),
         repeats: int = typer.Option(15, min=1, help="timed repeats (median is reported)"),
-        threads: int = typer.Option(0, help="torch threads (0 = leave as is)"),
-        json_path: str = typer.Option(None, "--json", help="also write results to this file"),
-        quick: bool = typer.Option(False, "--quick", help="two shapes, 5 repeats"),
+        threads: int | None = typer.Option(None, help="torch CPU threads (default: leave as is)"),
+        json_path: str = typer.Option(None, "--json-out", help="also write the results as JSON to "
+                                      "this file"),
+        quick: bool = flag("--quick", "two shapes, 5 repeats"),
     ) -> None:
         """Forward and forward+backward time of every variant vs F.layer_norm."""
         import torch
@@ -113,8 +116,9 @@ def register(app: typer.Typer) -> None:
         epochs: int = typer.Option(20, min=1, help="epochs per timed run"),
         batch_size: int = typer.Option(100, min=1, help="batch size"),
         repeats: int = typer.Option(5, min=1, help="timed repeats (median is reported)"),
-        threads: int = typer.Option(0, help="torch threads (0 = leave as is)"),
-        json_path: str = typer.Option(None, "--json", help="also write results to this file"),
+        threads: int | None = typer.Option(None, help="torch CPU threads (default: leave as is)"),
+        json_path: str = typer.Option(None, "--json-out", help="also write the results as JSON to "
+                                      "this file"),
     ) -> None:
         """Steps/s of the lnlab trainer vs a hand-written PyTorch loop, same model and batch."""
         import torch

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -20,6 +20,9 @@ STORAGE_HELP = ("directory for the run directories (checkpoints); with a cluster
                 "node sees (default: --out)")
 DEVICE_HELP = ("auto (CUDA if the backend has a GPU) | cpu | cuda; cpu keeps run keys "
                "unchanged, cuda runs are separate runs")
+# A flag without a value (metavar "" keeps the help from showing one).
+NO_PROGRESS: Any = typer.Option(False, "--no-progress", help="no progress bar", metavar="",
+                                show_default=False)
 
 
 def _parse_options(items: list[str] | None) -> dict[str, str]:
@@ -82,7 +85,7 @@ def register(app: typer.Typer) -> None:
         address: str = typer.Option(None, help=ADDRESS_HELP),
         storage: Annotated[Path | None, typer.Option(help=STORAGE_HELP)] = None,
         device: str = typer.Option("cpu", help=DEVICE_HELP),
-        no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
+        no_progress: bool = NO_PROGRESS,
         model: str = typer.Option(None, help="your model(s), for experiments that take one "
                                   "(same as -o model=...)"),
         data: str = typer.Option(None, help="your dataset spec or path (same as -o data=...)"),
@@ -113,7 +116,7 @@ def register(app: typer.Typer) -> None:
         address: str = typer.Option(None, help=ADDRESS_HELP),
         storage: Annotated[Path | None, typer.Option(help=STORAGE_HELP)] = None,
         device: str = typer.Option("cpu", help=DEVICE_HELP),
-        no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
+        no_progress: bool = NO_PROGRESS,
     ) -> None:
         """Run every registered experiment at one scale, then write the report."""
         from lnlab.experiments import available, get_experiment, run_experiment
