@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -54,8 +56,8 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("cpu", help="cpu | cuda"),
         repeats: int = typer.Option(15, min=1, help="timed repeats (median is reported)"),
         threads: int | None = typer.Option(None, help="torch CPU threads (default: leave as is)"),
-        json_path: str = typer.Option(None, "--json-out", help="also write the results as JSON to "
-                                      "this file"),
+        json_path: Annotated[Path | None, typer.Option(
+            "--json-out", help="also write the results as JSON to this file")] = None,
         quick: bool = flag("--quick", "two shapes, 5 repeats"),
     ) -> None:
         """Forward and forward+backward time of every variant vs F.layer_norm."""
@@ -117,8 +119,8 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(100, min=1, help="batch size"),
         repeats: int = typer.Option(5, min=1, help="timed repeats (median is reported)"),
         threads: int | None = typer.Option(None, help="torch CPU threads (default: leave as is)"),
-        json_path: str = typer.Option(None, "--json-out", help="also write the results as JSON to "
-                                      "this file"),
+        json_path: Annotated[Path | None, typer.Option(
+            "--json-out", help="also write the results as JSON to this file")] = None,
     ) -> None:
         """Steps/s of the lnlab trainer vs a hand-written PyTorch loop, same model and batch."""
         import torch
