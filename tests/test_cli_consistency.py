@@ -15,7 +15,7 @@ import tomllib
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 import pytest
 import typer.main
@@ -106,14 +106,27 @@ def test_one_name_per_concept():
     assert not bad, bad
 
 
-def test_same_name_same_kind_and_short_flags_mean_one_thing():
+def value_type(p: Any) -> str:
+    """``flag``, or the type of one value (``int``, ``Path``; a repeatable option's item)."""
+    if p.is_flag:
+        return "flag"
+    desc = getattr(p, "type_descriptor", None)
+    if desc is None:  # click's own parameters
+        return str(getattr(p.type, "name", p.type))
+    ann = desc.annotation
+    if get_origin(ann) is list:
+        (ann,) = get_args(ann)
+    return getattr(ann, "__name__", str(ann))
+
+
+def test_same_name_same_type_and_short_flags_mean_one_thing():
     kinds: dict[str, set[str]] = defaultdict(set)
     shorts: dict[str, set[str]] = defaultdict(set)
     for _, cmd in ALL:
         for p in options(cmd):
             names = long_names(p)
             for n in names:
-                kinds[n].add("flag" if p.is_flag else "value")
+                kinds[n].add(value_type(p))
             for s in (o for o in p.opts if not o.startswith("--")):
                 shorts[s].add(names[0])
     assert {n: k for n, k in kinds.items() if len(k) > 1} == {}
@@ -141,7 +154,7 @@ def test_format_named_options_print_and_files_are_dash_out():
                 if n in FORMAT_NAMES:
                     assert p.is_flag, f"{where} must print to stdout (a flag), not take a file"
                 if n.endswith("-out") or n == "--out":
-                    assert not p.is_flag, f"{where} must take a path"
+                    assert value_type(p) in ("Path", "path"), f"{where} must take a path"
                 if n == "--json":
                     seen_json += 1
                     assert "JSON" in (p.help or "") and "stdout" in (p.help or ""), where

@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
     @app.command("runs")
     def runs_cmd(
         out: Annotated[Path, typer.Argument(help="output directory with results.sqlite")],
-        experiment: str = typer.Option(None, help="only this experiment"),
+        experiment: str = typer.Option(None, "--experiment", "-e", help="only this experiment"),
         status: Annotated[list[str] | None, typer.Option(
             "--status", help="only these statuses (repeatable): pending running finished "
             "diverged failed")] = None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -61,8 +61,9 @@ def register(app: typer.Typer) -> None:
         checkpoint_every: int = typer.Option(10, help="epochs between checkpoints (with --out)"),
         device: str = typer.Option("cpu", help="cpu | auto | cuda"),
         threads: int = typer.Option(None, help="torch CPU threads"),
-        out: str = typer.Option(None, "--out", help="run directory: config, noisy labels, "
-                                "checkpoints (resumed if present), result.json, final model"),
+        out: Annotated[Path | None, typer.Option(
+            "--out", help="run directory: config, noisy labels, checkpoints (resumed if "
+            "present), result.json, final model")] = None,
         as_json: bool = json_flag("print the result as JSON to stdout"),
     ) -> None:
         """Train one model; with --out the run is checkpointed and resumes after a crash."""
