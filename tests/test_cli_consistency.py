@@ -392,3 +392,17 @@ def test_docs_name_only_existing_options():
                 bad.append(f"{page}: lnlab {' '.join(path)} {flag}")
     assert not bad, bad
     assert checked > 20
+
+
+def test_config_file_reads_flags_by_their_positive_name(tmp_path):
+    import yaml
+
+    from lnlab.commands.config_file import read_config
+
+    cmd = dict(ALL)[("train",)]
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"json": False, "random-labels": True}))
+    assert read_config(path, cmd) == {"as_json": False, "random_labels": True}
+    path.write_text(yaml.safe_dump({"no-json": True}))
+    with pytest.raises(LnlabError, match="unknown key 'no-json'"):
+        read_config(path, cmd)
