@@ -36,7 +36,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests
 
 bench: $(VENV)/.installed-demo
-	$(BIN)/lnlab bench norms --json bench-norms.json
+	$(BIN)/lnlab bench norms --json-out bench-norms.json
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

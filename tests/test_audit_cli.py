@@ -42,7 +42,7 @@ def test_prenorm_without_final_norm_hidden_not_invariant(capsys):
 
 def test_table_output_and_legend(capsys):
     assert main(["audit", "mlp:depth=2,width=16,residual=branch", "--input-shape", "8,8",
-                 "--classes", "3"]) == 0
+                 "--num-classes", "3"]) == 0
     out = capsys.readouterr().out
     assert "scale-invariance audit" in out
     assert "blocks.1.fc2" in out
@@ -53,7 +53,7 @@ def test_table_output_and_legend(capsys):
     ["mlp:depth=2", "--factors", "0,1"],
     ["mlp:depth=2", "--input-shape", "a,b"],
     ["mlp:nosuchoption=1"],
-    ["mlp:depth=2", "--batch", "0"],
+    ["mlp:depth=2", "--batch-size", "0"],
 ])
 def test_bad_input_exits_2(capsys, args):
     assert main(["audit", *args]) == 2

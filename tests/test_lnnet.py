@@ -164,13 +164,13 @@ def test_vc_demo_shatters(layers: int) -> None:
 
 
 def test_cli_construct_and_vc(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["lnnet", "construct", "--points", "14", "--classes", "3", "--dim", "5",
+    assert main(["lnnet", "construct", "--points", "14", "--num-classes", "3", "--dim", "5",
                  "--json"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["ln_layers"] == 11 and row["width"] == 3 and row["train_accuracy"] == 1.0
     assert main(["lnnet", "vc", "--layers", "2"]) == 0
     assert "16/16" in capsys.readouterr().out
-    assert main(["lnnet", "construct", "--points", "3", "--classes", "5"]) == 2
+    assert main(["lnnet", "construct", "--points", "3", "--num-classes", "5"]) == 2
     assert "cannot all appear" in capsys.readouterr().err
 
 

@@ -132,8 +132,8 @@ def test_cli_runs_lists_and_exports(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "2 finished, 1 failed" in text and "RuntimeError" in text
     csv_path, ep_path = tmp_path / "runs.csv", tmp_path / "epochs.csv"
-    assert main(["runs", str(tmp_path), "--status", "finished", "--csv", str(csv_path),
-                 "--epochs-csv", str(ep_path)]) == 0
+    assert main(["runs", str(tmp_path), "--status", "finished", "--csv-out", str(csv_path),
+                 "--epochs-csv-out", str(ep_path)]) == 0
     lines = csv_path.read_text().splitlines()
     assert len(lines) == 3 and "config.arm" in lines[0] and "summary.score" in lines[0]
     ep = ep_path.read_text().splitlines()

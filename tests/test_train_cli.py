@@ -60,7 +60,7 @@ def test_train_cli_bad_input_exit_2_nothing_written(tmp_path, capsys, args, msg)
 def test_bench_train_cli(tmp_path, capsys):
     path = tmp_path / "b.json"
     rc = main(["bench", "train", "--epochs", "1", "--repeats", "1", "--data",
-               "clusters:n=400,dim=8,classes=4", "--threads", "1", "--json", str(path)])
+               "clusters:n=400,dim=8,classes=4", "--threads", "1", "--json-out", str(path)])
     assert rc == 0
     assert "ratio" in capsys.readouterr().out
     res = json.loads(path.read_text())

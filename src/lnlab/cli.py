@@ -22,6 +22,37 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+def version() -> str:
+    """The installed distribution's version (``lnlab.__version__`` when run from a checkout
+    that is not installed)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("lnlab")
+    except PackageNotFoundError:
+        from lnlab import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"lnlab {version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(False, "--version", help="print lnlab's version and exit",
+                                      is_eager=True, callback=_print_version, metavar="",
+                                      show_default=False),
+) -> None:
+    """A toolkit for studying and using Layer Normalization."""
+
+
 # Sub-command modules, in the order they appear in --help.
 COMMAND_MODULES = [
     "norms",

@@ -15,6 +15,7 @@ import torch
 import typer
 from torch import nn
 
+from lnlab.commands.options import HF_LAYERS_HELP, deprecated_alias, json_flag
 from lnlab.errors import LnlabError
 
 
@@ -66,31 +67,32 @@ def register(app: typer.Typer) -> None:
     @app.command("audit")
     def audit_cmd(
         model: str = typer.Argument(..., help="model spec, e.g. mlp:depth=4,residual=pre, "
-                                    "hf:ARCH (tiny config, e.g. hf:bert, hf:gpt2:layers=2; no "
+                                    "hf:ARCH (tiny config, e.g. hf:bert, hf:gpt2:layers=6; no "
                                     "download) or hf:PATH (a local checkpoint directory)"),
         input_shape: str = typer.Option("40", "--input-shape",
                                         help="one example's shape, e.g. 40 or 8,8"),
-        classes: int = typer.Option(10, "--classes", help="number of output classes"),
-        vocab_size: int = typer.Option(0, "--vocab-size",
-                                       help="token ids in [0, N) (transformer); 0 = real input"),
-        batch: int = typer.Option(8, "--batch", help="example batch size"),
-        layers: int | None = typer.Option(None, "--layers",
-                                          help="blocks of an hf:ARCH tiny config (default 3, "
-                                          "same as hf:ARCH:layers=N)"),
+        classes: int = typer.Option(10, "--num-classes", help="number of output classes"),
+        _classes: int | None = deprecated_alias("--classes", "--num-classes", "classes"),
+        vocab_size: int | None = typer.Option(None, "--vocab-size",
+                                              help="token ids in [0, N) (transformer only); "
+                                              "default: real-valued input"),
+        batch: int = typer.Option(8, "--batch-size", help="example batch size"),
+        _batch: int | None = deprecated_alias("--batch", "--batch-size", "batch"),
+        layers: int | None = typer.Option(None, "--layers", help=HF_LAYERS_HELP),
         seed: int = typer.Option(0, "--seed", help="seed for the weights and the input"),
         factors: str = typer.Option("0.1,0.5,2,10", "--factors",
                                     help="positive scale factors to try"),
         rtol: float = typer.Option(1e-10, "--rtol",
                                    help="'invariant' tolerance at eps=0 (1e-6 for models that "
                                    "compute norms in float32, e.g. hf:llama)"),
-        as_json: bool = typer.Option(False, "--json", help="print machine-readable JSON"),
+        as_json: bool = json_flag(),
     ) -> None:
         """Which parameter groups are scale-invariant, so that weight decay cannot constrain
         them (float64, eps = 0 and real eps), and the penalty's infimum."""
         from lnlab.analysis.scale_invariance import VERDICTS, audit
 
         if batch < 1:
-            raise LnlabError(f"--batch must be positive, got {batch}")
+            raise LnlabError(f"--batch-size must be positive, got {batch}")
         net, x = build_target(model, input_shape=input_shape, classes=classes,
                               vocab_size=vocab_size or None, batch=batch, layers=layers,
                               seed=seed)

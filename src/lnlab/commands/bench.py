@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from lnlab.commands.options import flag
 from lnlab.errors import LnlabError
 from lnlab.limits import array_bytes, require_memory
 
@@ -36,9 +39,9 @@ def _parse_shapes(text: str | None, quick: bool) -> list[tuple[int, int]]:
     return shapes
 
 
-def _check_threads(threads: int) -> None:
-    if threads < 0:
-        raise LnlabError(f"--threads must be >= 0 (0 = leave as is), got {threads}")
+def _check_threads(threads: int | None) -> None:
+    if threads is not None and threads < 0:
+        raise LnlabError(f"--threads must be >= 1 (or omitted: leave as is), got {threads}")
 
 
 def _maybe_reexec_with_malloc_env() -> None:
@@ -64,9 +67,10 @@ def register(app: typer.Typer) -> None:
         dtype: str = typer.Option("float32", help="float32 | float64 | bfloat16 | float16"),
         device: str = typer.Option("cpu", help="cpu | cuda"),
         repeats: int = typer.Option(15, min=1, help="timed repeats (median is reported)"),
-        threads: int = typer.Option(0, help="torch threads (0 = leave as is)"),
-        json_path: str = typer.Option(None, "--json", help="also write results to this file"),
-        quick: bool = typer.Option(False, "--quick", help="two shapes, 5 repeats"),
+        threads: int | None = typer.Option(None, help="torch CPU threads (default: leave as is)"),
+        json_path: Annotated[Path | None, typer.Option(
+            "--json-out", help="also write the results as JSON to this file")] = None,
+        quick: bool = flag("--quick", "two shapes, 5 repeats"),
     ) -> None:
         """Forward and forward+backward time of every variant vs F.layer_norm."""
         import torch
@@ -128,8 +132,9 @@ def register(app: typer.Typer) -> None:
         epochs: int = typer.Option(20, min=1, help="epochs per timed run"),
         batch_size: int = typer.Option(100, min=1, help="batch size"),
         repeats: int = typer.Option(5, min=1, help="timed repeats (median is reported)"),
-        threads: int = typer.Option(0, help="torch threads (0 = leave as is)"),
-        json_path: str = typer.Option(None, "--json", help="also write results to this file"),
+        threads: int | None = typer.Option(None, help="torch CPU threads (default: leave as is)"),
+        json_path: Annotated[Path | None, typer.Option(
+            "--json-out", help="also write the results as JSON to this file")] = None,
     ) -> None:
         """Steps/s of the lnlab trainer vs a hand-written PyTorch loop, same model and batch."""
         import torch

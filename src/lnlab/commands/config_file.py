@@ -28,9 +28,13 @@ HELP = ("YAML file of option values (keys = option names, e.g. 'batch-size: 50')
 
 
 def _names(param: Any) -> list[str]:
-    """Every spelling a file may use for ``param``: its name and its flags without dashes."""
+    """Every spelling a file may use for ``param``: its name and its flags without dashes.
+
+    A flag's negative form (``--no-json``) is left out: ``no-json: true`` would read as
+    ``json: true``; the file writes ``json: false``.
+    """
     names = {param.name or ""}
-    for opt in (*param.opts, *param.secondary_opts):
+    for opt in param.opts:
         if opt.startswith("--"):
             names.add(opt[2:])
     return sorted(n for n in names if n)

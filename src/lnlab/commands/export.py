@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         to: Annotated[str, typer.Option("--to", help=FORMAT_HELP)],
         dest: Annotated[Path | None, typer.Option(
             "--dest", help="where to write (default: DIR/export-FORMAT)")] = None,
-        experiment: str = typer.Option(None, help="only this experiment"),
+        experiment: str = typer.Option(None, "--experiment", "-e", help="only this experiment"),
         status: Annotated[list[str] | None, typer.Option(
             "--status", help="only these statuses (repeatable): pending running finished "
             "diverged failed")] = None,

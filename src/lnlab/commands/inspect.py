@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lnlab.commands.options import HF_LAYERS_HELP, deprecated_alias, json_flag
 from lnlab.errors import LnlabError
 
 if TYPE_CHECKING:
@@ -83,15 +84,16 @@ def register(app: typer.Typer) -> None:
     def inspect_cmd(
         model: str = typer.Argument(..., help="a model spec (mlp:..., transformer:...), "
                                     "hf:ARCH (tiny config, e.g. hf:bert:layers=6) or hf:PATH"),
-        as_json: bool = typer.Option(False, "--json", help="print machine-readable JSON"),
+        as_json: bool = json_flag(),
         input_shape: str = typer.Option("40", "--input-shape",
                                         help="one example's shape for built-in specs"),
-        num_classes: int = typer.Option(10, "--num-classes", help="classes for built-in specs"),
+        num_classes: int = typer.Option(10, "--num-classes",
+                                        help="number of output classes (built-in specs)"),
+        _classes: int | None = deprecated_alias("--classes", "--num-classes", "num_classes"),
         vocab_size: int | None = typer.Option(None, "--vocab-size",
-                                              help="token-id input (transformer only)"),
-        layers: int | None = typer.Option(None, "--layers",
-                                          help="blocks of an hf:ARCH tiny config (default 3, "
-                                          "same as hf:ARCH:layers=N)"),
+                                              help="token ids in [0, N) (transformer only); "
+                                              "default: real-valued input"),
+        layers: int | None = typer.Option(None, "--layers", help=HF_LAYERS_HELP),
     ) -> None:
         """List a model's norm sites (forward order, block, group) and its LN placement."""
         from lnlab.surgery import find_norms, norm_placement

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from lnlab.commands.options import deprecated_alias, json_flag
 from lnlab.errors import LnlabError
 from lnlab.io import json_safe
 from lnlab.limits import array_bytes, require_memory
@@ -28,14 +29,17 @@ def register(app: typer.Typer) -> None:
     @sub.command("construct")
     def construct_cmd(
         points: int = typer.Option(40, "--points", "-m", help="number of random points"),
-        classes: int = typer.Option(2, "--classes", "-k", help="number of label classes"),
+        classes: int = typer.Option(2, "--num-classes", "-k", help="number of label classes"),
+        _classes: int | None = deprecated_alias("--classes", "--num-classes", "classes"),
         dim: int = typer.Option(2, "--dim", "-d", help="input dimension"),
         seed: int = typer.Option(0, "--seed", help="seed of the points and labels"),
         strategy: str = typer.Option("project", "--strategy",
                                      help="merge step: project (default) or fold (notes)"),
         plot: Annotated[Path | None, typer.Option(
-            "--plot", help="draw the construction layer by layer (2-D)")] = None,
-        as_json: bool = typer.Option(False, "--json", help="print machine-readable JSON"),
+            "--plot-out", help="draw the construction layer by layer (2-D) to this image "
+            "file")] = None,
+        _plot: str | None = deprecated_alias("--plot", "--plot-out", "plot"),
+        as_json: bool = json_flag(),
     ) -> None:
         """Build a width-3 LN-Net for random points and labels; report layers and accuracy."""
         import torch
@@ -48,12 +52,12 @@ def register(app: typer.Typer) -> None:
         )
 
         if classes < 2:
-            raise LnlabError(f"--classes must be >= 2, got {classes}")
+            raise LnlabError(f"--num-classes must be >= 2, got {classes}")
         if plot is not None and dim != 2:
-            raise LnlabError("--plot needs --dim 2")
+            raise LnlabError("--plot-out needs --dim 2")
         if plot is not None and (plot.is_dir() or not plot.parent.is_dir()):
             why = "it is a directory" if plot.is_dir() else f"{plot.parent} is not a directory"
-            raise LnlabError(f"cannot write --plot {plot}: {why}")
+            raise LnlabError(f"cannot write --plot-out {plot}: {why}")
         X, y = random_problem(points, dim, classes, seed)
         t0 = time.perf_counter()
         c = construct(X, y, strategy=strategy)
@@ -90,7 +94,7 @@ def register(app: typer.Typer) -> None:
     def vc_cmd(
         layers: int = typer.Option(4, "--layers", "-L", help="number of LN layers L"),
         seed: int = typer.Option(0, "--seed", help="seed of the L+2 points"),
-        as_json: bool = typer.Option(False, "--json", help="print machine-readable JSON"),
+        as_json: bool = json_flag(),
     ) -> None:
         """Fit all 2^(L+2) labellings of L+2 random points with L LN layers of width 3."""
         from lnlab.analysis.lnnet import vc_demo
@@ -116,7 +120,7 @@ def register(app: typer.Typer) -> None:
         points: int = typer.Option(40, "--points", "-m", help="points of the random checks"),
         seed: int = typer.Option(0, "--seed", help="seed"),
         trials: int = typer.Option(200, "--trials", help="random maps per check"),
-        as_json: bool = typer.Option(False, "--json", help="print machine-readable JSON"),
+        as_json: bool = json_flag(),
     ) -> None:
         """LSSR: affine maps never lower it; Linear+LN layers can (XOR, random, constructed)."""
         import numpy as np
@@ -166,7 +170,7 @@ def register(app: typer.Typer) -> None:
         groups: str = typer.Option("1,2,4,8,16", "--groups", help="comma-separated g values"),
         samples: int = typer.Option(4000, "--samples", help="Gaussian inputs"),
         seed: int = typer.Option(0, "--seed", help="seed"),
-        as_json: bool = typer.Option(False, "--json", help="print machine-readable JSON"),
+        as_json: bool = json_flag(),
     ) -> None:
         """Hessian nonlinearity H of LN-G vs the group number (closed form, Gaussian x)."""
         from lnlab.analysis.nonlinearity import group_curve

@@ -9,13 +9,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from lnlab.commands.options import json_flag
 from lnlab.norms import describe, kernel_status
 
 
 def register(app: typer.Typer) -> None:
     @app.command("norms")
     def norms_cmd(
-        as_json: bool = typer.Option(False, "--json", help="print machine-readable JSON"),
+        as_json: bool = json_flag(),
     ) -> None:
         """List the norm variants, their formulas and spec options (``impl`` picks the code
         path: auto, the fused kernel, or plain autograd code)."""

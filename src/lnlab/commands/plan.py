@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lnlab.commands.options import json_flag
 from lnlab.errors import LnlabError
 
 __all__ = ["ExperimentPlan", "plan_sweeps", "register"]
@@ -82,7 +83,7 @@ def register(app: typer.Typer) -> None:
             = None,
         seeds: int = typer.Option(None, help="number of seeds (default: each experiment's)"),
         device: str = typer.Option("cpu", help="cpu | cuda: what the runs will ask for"),
-        as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+        as_json: bool = json_flag("print JSON to stdout instead of a table"),
     ) -> None:
         """Count the runs and per-run resources of sweeps (nothing runs)."""
         plans = plan_sweeps(scale, names=experiment, seeds=seeds, device=device)

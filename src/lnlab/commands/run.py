@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from lnlab.commands.config_file import CONFIG_OPTION
+from lnlab.commands.options import flag
 from lnlab.errors import LnlabError
 from lnlab.experiments import EXPERIMENTS
 
@@ -22,6 +23,9 @@ DEVICE_HELP = ("auto (CUDA if the backend has a GPU) | cpu | cuda; cpu keeps run
                "unchanged, cuda runs are separate runs")
 REPLICATE_HELP = ("also run the sweep on a second, disjoint seed set (seeds 1000, 1001, …) and "
                   "report each claim's verdict on both sets and whether they agree")
+# A flag without a value (metavar "" keeps the help from showing one).
+NO_PROGRESS: Any = typer.Option(False, "--no-progress", help="no progress bar", metavar="",
+                                show_default=False)
 
 
 def _parse_options(items: list[str] | None) -> dict[str, str]:
@@ -85,13 +89,13 @@ def register(app: typer.Typer) -> None:
         address: str = typer.Option(None, help=ADDRESS_HELP),
         storage: Annotated[Path | None, typer.Option(help=STORAGE_HELP)] = None,
         device: str = typer.Option("cpu", help=DEVICE_HELP),
-        no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
+        no_progress: bool = NO_PROGRESS,
         model: str = typer.Option(None, help="your model(s), for experiments that take one "
                                   "(same as -o model=...)"),
         data: str = typer.Option(None, help="your dataset spec or path (same as -o data=...)"),
         init: str = typer.Option(None, help="a local checkpoint to start from "
                                  "(same as -o init=...)"),
-        replicate: bool = typer.Option(False, "--replicate", help=REPLICATE_HELP),
+        replicate: bool = flag("--replicate", help=REPLICATE_HELP),
     ) -> None:
         """Run one experiment's sweep (skipping finished runs), then write the report."""
         from lnlab.experiments import get_experiment, run_experiment
@@ -118,8 +122,8 @@ def register(app: typer.Typer) -> None:
         address: str = typer.Option(None, help=ADDRESS_HELP),
         storage: Annotated[Path | None, typer.Option(help=STORAGE_HELP)] = None,
         device: str = typer.Option("cpu", help=DEVICE_HELP),
-        no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
-        replicate: bool = typer.Option(False, "--replicate", help=REPLICATE_HELP),
+        no_progress: bool = NO_PROGRESS,
+        replicate: bool = flag("--replicate", help=REPLICATE_HELP),
     ) -> None:
         """Run every registered experiment at one scale, then write the report."""
         from lnlab.experiments import available, get_experiment, run_experiment

@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from lnlab.commands.options import deprecated_alias
+
 STATUS_STYLE = {"finished": "green", "diverged": "yellow", "failed": "red",
                 "running": "cyan", "pending": "dim"}
 
@@ -85,14 +87,18 @@ def register(app: typer.Typer) -> None:
     @app.command("runs")
     def runs_cmd(
         out: Annotated[Path, typer.Argument(help="output directory with results.sqlite")],
-        experiment: str = typer.Option(None, help="only this experiment"),
+        experiment: str = typer.Option(None, "--experiment", "-e", help="only this experiment"),
         status: Annotated[list[str] | None, typer.Option(
             "--status", help="only these statuses (repeatable): pending running finished "
             "diverged failed")] = None,
         csv_path: Annotated[Path | None, typer.Option(
-            "--csv", help="write one row per run to this CSV")] = None,
+            "--csv-out", help="write one row per run to this CSV file")] = None,
+        _csv: str | None = deprecated_alias("--csv", "--csv-out", "csv_path"),
         epochs_path: Annotated[Path | None, typer.Option(
-            "--epochs-csv", help="write per-epoch metrics (long format) here")] = None,
+            "--epochs-csv-out", help="write per-epoch metrics (long format) to this CSV "
+            "file")] = None,
+        _epochs_csv: str | None = deprecated_alias("--epochs-csv", "--epochs-csv-out",
+                                                    "epochs_path"),
     ) -> None:
         """List runs (status, setting, headline metric), or export them as CSV."""
         from lnlab.report.files import write_atomic

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -20,6 +20,7 @@ from rich.progress import (
 from rich.table import Table
 
 from lnlab.commands.config_file import CONFIG_OPTION
+from lnlab.commands.options import flag, json_flag, with_label
 
 
 def _fmt(v: Any) -> str:
@@ -36,11 +37,13 @@ def register(app: typer.Typer) -> None:
                                   "(see lnlab inspect)"),
         norm: str = typer.Option(None, help="norm spec replacing the model's, e.g. "
                                  "layernorm, rmsnorm, none"),
-        data: str = typer.Option("mnist1d", help="dataset spec or file path"),
+        data: str = typer.Option("mnist1d", help="dataset spec or file path (.npz, .csv, "
+                                 ".parquet, a saved Hugging Face dataset folder)"),
+        label: str = typer.Option(None, help="label column of a table or Hugging Face dataset "
+                                  "file (same as --data FILE:label=COLUMN)"),
         data_seed: int = typer.Option(0, help="seed for synthetic data / random file splits"),
         noise: float = typer.Option(0.0, help="share of training labels flipped, in [0, 1)"),
-        random_labels: bool = typer.Option(False, "--random-labels",
-                                           help="redraw every training label"),
+        random_labels: bool = flag("--random-labels", "redraw every training label"),
         optimizer: str = typer.Option("adam", help="sgd | adam | adamw"),
         lr: float = typer.Option(1e-3, help="learning rate"),
         momentum: float = typer.Option(0.9, help="SGD momentum"),
@@ -58,15 +61,16 @@ def register(app: typer.Typer) -> None:
         checkpoint_every: int = typer.Option(10, help="epochs between checkpoints (with --out)"),
         device: str = typer.Option("cpu", help="cpu | auto | cuda"),
         threads: int = typer.Option(None, help="torch CPU threads"),
-        out: str = typer.Option(None, "--out", help="run directory: config, noisy labels, "
-                                "checkpoints (resumed if present), result.json, final model"),
-        as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+        out: Annotated[Path | None, typer.Option(
+            "--out", help="run directory: config, noisy labels, checkpoints (resumed if "
+            "present), result.json, final model")] = None,
+        as_json: bool = json_flag("print the result as JSON to stdout"),
     ) -> None:
         """Train one model; with --out the run is checkpointed and resumes after a crash."""
         from lnlab.train import TrainConfig, train
 
         cfg = TrainConfig(
-            model=model, norm=norm, data=data, data_seed=data_seed, noise=noise,
+            model=model, norm=norm, data=with_label(data, label), data_seed=data_seed, noise=noise,
             random_labels=random_labels, optimizer=optimizer.lower(), lr=lr,
             momentum=momentum, weight_decay=wd,
             wd_exclude=[s.strip() for s in wd_exclude.split(",") if s.strip()],

@@ -27,6 +27,14 @@ def _one_line(e: BaseException) -> str:
     return text[0] if text else type(e).__name__
 
 
+def column_list(names: list[str], limit: int = 100) -> str:
+    """Every column name, so that the right one can be picked from the message; only a very
+    wide table is cut, and then the message says how many names it left out."""
+    if len(names) <= limit:
+        return ", ".join(names) or "none"
+    return f"{', '.join(names[:limit])}, ... and {len(names) - limit} more ({len(names)} in all)"
+
+
 def _kind_for(x: np.ndarray, want: str | None) -> str:
     if want:
         return want
@@ -108,18 +116,20 @@ def load_table(path: Path, opts: Options, seed: int) -> Dataset:
     try:
         import pandas as pd
     except ImportError:
-        raise LnlabError("reading tables needs pandas: pip install 'lnlab[files]'") from None
+        raise LnlabError("reading CSV and Parquet tables needs pandas: "
+                         "pip install 'lnlab[files]'") from None
     try:
         df = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
     except ImportError as e:
-        raise LnlabError(f"reading {where} needs pyarrow: {_one_line(e)}") from None
+        raise LnlabError(f"reading {where} needs pyarrow (pip install 'lnlab[files]'): "
+                         f"{_one_line(e)}") from None
     except Exception as e:  # pandas raises many types for malformed files
         raise LnlabError(f"could not read {where}: {_one_line(e)}") from None
     cols = [str(c) for c in df.columns]
     if label not in cols:
-        shown = ", ".join(cols[:12]) + (", ..." if len(cols) > 12 else "")
-        raise LnlabError(f"{where} has no label column {label!r} (columns: {shown}); "
-                         f"choose one with label=COLUMN")
+        raise LnlabError(f"{where} has no label column {label!r} (columns: "
+                         f"{column_list(cols)}); choose one with --label COLUMN "
+                         f"(label=COLUMN in the spec)")
     df.columns = cols
     feats = df.drop(columns=[label])
     if feats.shape[1] == 0:
@@ -206,7 +216,8 @@ def load_hf(path: Path, opts: Options, seed: int) -> Dataset:
     try:
         import datasets as hfd
     except ImportError:
-        raise LnlabError("reading Hugging Face datasets needs: pip install 'lnlab[hf]'") from None
+        raise LnlabError("reading Hugging Face datasets needs the datasets package: "
+                         "pip install 'lnlab[hf]'") from None
     try:
         obj = hfd.load_from_disk(str(path))
     except Exception as e:
@@ -229,11 +240,13 @@ def load_hf(path: Path, opts: Options, seed: int) -> Dataset:
     if label is None:
         label = next((c for c in ("label", "labels", "target", "y") if c in names), None)
         if label is None:
-            raise LnlabError(f"{where}: no label column found (columns: {', '.join(names)}); "
-                             f"choose one with label=COLUMN")
+            raise LnlabError(f"{where}: no label column found (columns: "
+                             f"{column_list(names)}); choose one with --label COLUMN "
+                             f"(label=COLUMN in the spec)")
     if label not in names or label not in test.features:
         raise LnlabError(f"{where} has no label column {label!r} (columns: "
-                         f"{', '.join(names)}); choose one with label=COLUMN")
+                         f"{column_list(names)}); choose one with --label COLUMN "
+                         f"(label=COLUMN in the spec)")
     kinds = {c: _hf_column_kind(feats[c]) for c in names if c != label}
     if text_col is None and image_col is None:
         text_col = next((c for c in kinds if kinds[c] == "text"), None)
@@ -241,7 +254,7 @@ def load_hf(path: Path, opts: Options, seed: int) -> Dataset:
             image_col = next((c for c in kinds if kinds[c] == "image"), None)
     for col in (text_col, image_col):
         if col is not None and col not in kinds:
-            raise LnlabError(f"{where} has no column {col!r} (columns: {', '.join(names)})")
+            raise LnlabError(f"{where} has no column {col!r} (columns: {column_list(names)})")
     y_tr, y_te = np.asarray(train[label]), np.asarray(test[label])
     name = path.name
     if text_col is not None:
