@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from lnlab.errors import LnlabError
+
 
 def _parse_shapes(text: str | None, quick: bool) -> list[tuple[int, int]]:
     from lnlab.bench.norms import DEFAULT_SHAPES, QUICK_SHAPES
@@ -21,9 +23,9 @@ def _parse_shapes(text: str | None, quick: bool) -> list[tuple[int, int]]:
         try:
             m, n = (int(v) for v in part.lower().split("x"))
         except ValueError:
-            raise ValueError(f"bad shape {part!r}: expected ROWSxCOLS, e.g. 4096x768") from None
+            raise LnlabError(f"bad shape {part!r}: expected ROWSxCOLS, e.g. 4096x768") from None
         if m < 1 or n < 1:
-            raise ValueError(f"bad shape {part!r}: sizes must be positive")
+            raise LnlabError(f"bad shape {part!r}: sizes must be positive")
         shapes.append((m, n))
     return shapes
 
@@ -46,14 +48,18 @@ def register(app: typer.Typer) -> None:
 
     @bench.command("norms")
     def bench_norms(
-        shapes: str = typer.Option(None, help="comma-separated ROWSxCOLS, default "
-                                   "64x256,4096x768,16384x1024"),
+        shapes: str = typer.Option(None, help="comma-separated ROWSxCOLS (any sizes), default "
+                                   "64x256,128x128,4096x768,16384x1024"),
         dtype: str = typer.Option("float32", help="float32 | float64 | bfloat16 | float16"),
         device: str = typer.Option("cpu", help="cpu | cuda"),
         repeats: int = typer.Option(15, min=1, help="timed repeats (median is reported)"),
-        threads: int = typer.Option(0, help="torch threads (0 = leave as is)"),
+        threads: int = typer.Option(0, min=0, help="torch threads (0 = leave as is)"),
         json_path: str = typer.Option(None, "--json", help="also write results to this file"),
         quick: bool = typer.Option(False, "--quick", help="two shapes, 5 repeats"),
+        compile: bool = typer.Option(False, "--compile", help="also time every variant under "
+                                     "torch.compile (beside eager and native)"),
+        clock: str = typer.Option("wall", help="wall | cpu (process CPU time: steadier on a "
+                                  "machine shared with other jobs)"),
     ) -> None:
         """Forward and forward+backward time of every variant vs F.layer_norm."""
         import torch
@@ -65,18 +71,22 @@ def register(app: typer.Typer) -> None:
         if not isinstance(dt, torch.dtype) or dtype not in (
             "float32", "float64", "bfloat16", "float16"
         ):
-            raise ValueError(f"unknown dtype {dtype!r}: use float32, float64, bfloat16 or float16")
+            raise LnlabError(f"unknown dtype {dtype!r}: use float32, float64, bfloat16 or float16")
         if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
-            raise ValueError(f"device {device!r} is not available here")
+            raise LnlabError(f"device {device!r} is not available here")
+        if clock not in ("wall", "cpu"):
+            raise LnlabError(f"unknown clock {clock!r}: use wall or cpu")
         _maybe_reexec_with_malloc_env()
         if threads:
             torch.set_num_threads(threads)
         console = Console(width=max(Console().width, 132))
         with console.status("benchmarking") as status:
             rows = run_bench(shape_list, dt, device, repeats=5 if quick else repeats,
-                             progress=lambda s: status.update(f"benchmarking {s}"))
+                             progress=lambda s: status.update(f"benchmarking {s}"),
+                             compile=compile, clock=clock)
         for m, n in shape_list:
-            table = Table(title=f"{m}x{n} {dtype} {device}, {torch.get_num_threads()} threads")
+            table = Table(title=f"{m}x{n} {dtype} {device}, {torch.get_num_threads()} threads, "
+                                f"{clock} clock")
             table.add_column("variant", no_wrap=True)
             table.add_column("baseline", no_wrap=True)
             for col in ("fwd ms", "fwd ratio", "fwd+bwd ms", "fwd+bwd GB/s", "fwd+bwd ratio",
