@@ -34,8 +34,8 @@ import torch
 
 _SOURCES = ("lnkernels.c", "lnops.cpp")
 _C_FLAG_SETS = (
-    ["-O3", "-march=native", "-fopenmp", "-fPIC", "-std=gnu11"],
-    ["-O3", "-fopenmp", "-fPIC", "-std=gnu11"],
+    ["-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-fPIC", "-std=gnu11"],
+    ["-O3", "-fno-math-errno", "-fopenmp", "-fPIC", "-std=gnu11"],
 )
 
 
