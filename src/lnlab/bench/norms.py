@@ -98,9 +98,9 @@ def _make_case(spec: str, n: int, device, dtype):
     return mod, list(mod.parameters())
 
 
-def _compiled(mod: torch.nn.Module) -> Callable:
+def _compiled(mod: torch.nn.Module, backend: str) -> Callable:
     # dynamic=False: each shape gets its own graph, as a user's fixed-shape model would
-    return torch.compile(mod, dynamic=False)
+    return torch.compile(mod, dynamic=False, backend=backend)
 
 
 def run_bench(
@@ -113,6 +113,7 @@ def run_bench(
     progress: Callable[[str], None] | None = None,
     compile: bool = False,
     clock: str = "wall",
+    compile_backend: str = "inductor",
 ) -> list[BenchRow]:
     """Time fwd and fwd+bwd of each variant and of the native baselines; return rows."""
     if clock not in ("wall", "cpu"):
@@ -136,7 +137,7 @@ def run_bench(
             if compile and spec != "none":
                 mod, params = cases[label]
                 specs[f"{label} [compiled]"] = specs[label]
-                cases[f"{label} [compiled]"] = (_compiled(mod), params)
+                cases[f"{label} [compiled]"] = (_compiled(mod, compile_backend), params)
         reps_in = inner or max(1, min(50, int(2e6 // (m * n)) + 1))
         for mode in ("fwd", "fwd+bwd"):
             if progress:

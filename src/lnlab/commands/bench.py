@@ -30,6 +30,20 @@ def _parse_shapes(text: str | None, quick: bool) -> list[tuple[int, int]]:
     return shapes
 
 
+def _check_memory(shapes: list[tuple[int, int]], esize: int) -> None:
+    """Refuse, before allocating, a shape whose tensors cannot fit in memory (about eight
+    M x N tensors are alive at once: inputs, outputs, gradients, a variant's buffers)."""
+    try:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    for m, n in shapes:
+        need = 8 * m * n * esize
+        if need > avail:
+            raise LnlabError(f"shape {m}x{n} needs about {need / 2**30:.1f} GiB, but "
+                             f"{avail / 2**30:.1f} GiB of memory is available")
+
+
 def _maybe_reexec_with_malloc_env() -> None:
     """glibc only reads MALLOC_* at start-up, so re-run the process once with them set."""
     from lnlab.bench.norms import MALLOC_ENV
@@ -76,6 +90,7 @@ def register(app: typer.Typer) -> None:
             raise LnlabError(f"device {device!r} is not available here")
         if clock not in ("wall", "cpu"):
             raise LnlabError(f"unknown clock {clock!r}: use wall or cpu")
+        _check_memory(shape_list, torch.empty((), dtype=dt).element_size())
         _maybe_reexec_with_malloc_env()
         if threads:
             torch.set_num_threads(threads)
