@@ -130,6 +130,11 @@ def run_bench(
         cases: dict[str, tuple[Callable, list]] = {}
         for aff in ("weight+bias", "weight", "none"):
             cases[f"native[{aff}]"] = _native(aff, n, device, dtype)
+        if compile:
+            # variants share module code (DetachNorm's three settings, fwd under no_grad and
+            # fwd+bwd): a fresh start per shape keeps them under dynamo's recompile limit, past
+            # which it would silently run eager
+            torch._dynamo.reset()
         specs = {}
         for label, spec, _ in variants:
             specs[label] = _spec_for(spec, n)
