@@ -9,6 +9,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/functions/utils.h>
 #include <torch/library.h>
 
 extern "C" {
@@ -32,7 +33,6 @@ namespace {
 
 using at::Tensor;
 using OptT = std::optional<Tensor>;
-using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 template <typename T> struct Kern;
@@ -121,70 +121,78 @@ using BwdSig = std::tuple<Tensor, Tensor, Tensor>(const Tensor &, const Tensor &
                                                   bool,
                                                   bool, double, double, bool, bool);
 
-// The autograd node: forward and backward both go back through the dispatcher, so tracing
-// (torch.compile / export / vmap) sees the ops rather than this code.
-class NormFn : public torch::autograd::Function<NormFn> {
- public:
-  static variable_list forward(AutogradContext *ctx, const Tensor &x, const OptT &w,
-                               const OptT &b, int64_t groups, double eps, bool center, bool dm,
-                               bool ds, bool ada, double C, double k) {
-    static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("lnlab::norm_fwd", "")
-                         .typed<FwdSig>();
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [y, stats] = op.call(x, w, b, groups, eps, center, dm, ds, ada, C, k);
-    const bool has_w = w.has_value() && w->defined();
-    const bool has_b = b.has_value() && b->defined();
-    ctx->save_for_backward({x, has_w ? *w : Tensor(), stats});
-    ctx->saved_data["groups"] = groups;
-    ctx->saved_data["eps"] = eps;
-    ctx->saved_data["C"] = C;
-    ctx->saved_data["k"] = k;
-    ctx->saved_data["flags"] = static_cast<int64_t>(center | dm << 1 | ds << 2 | ada << 3 |
-                                                    has_w << 4 | has_b << 5);
-    ctx->mark_non_differentiable({stats});
-    return {y, stats};
+// The autograd node, written like PyTorch's generated ones (a Node with SavedVariables; a
+// torch::autograd::Function costs ~5 us more per call, 10% of a 64x256 forward+backward).
+// Its backward goes back through the dispatcher, so tracing sees lnlab::norm_bwd.
+struct NormBackward : public torch::autograd::Node {
+  torch::autograd::SavedVariable x_, w_, stats_;
+  int64_t groups = 1;
+  double eps = 0, C = 1, k = 0;
+  bool center = true, dm = false, ds = false, ada = false, has_w = false, has_b = false;
+
+  std::string name() const override { return "LnlabNormBackward"; }
+
+  void release_variables() override {
+    x_.reset_data();
+    w_.reset_data();
+    stats_.reset_data();
   }
 
-  static variable_list backward(AutogradContext *ctx, variable_list grads) {
+  variable_list apply(variable_list &&grads) override {
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("lnlab::norm_bwd", "")
                          .typed<BwdSig>();
-    auto saved = ctx->get_saved_variables();
-    const Tensor &x = saved[0], &w = saved[1], &stats = saved[2];
-    const int64_t f = ctx->saved_data["flags"].toInt();
-    const bool need_w = (f & 16) && ctx->needs_input_grad(1);
-    const bool need_b = (f & 32) && ctx->needs_input_grad(2);
+    const Tensor x = x_.unpack(), w = w_.unpack(), stats = stats_.unpack();
+    const bool need_x = task_should_compute_output(0);
+    const bool need_w = has_w && task_should_compute_output(1);
+    const bool need_b = has_b && task_should_compute_output(2);
+    variable_list out(3);
+    if (!(need_x || need_w || need_b)) return out;
     Tensor dy = grads[0].defined() ? grads[0] : at::zeros_like(x);
     // Without create_graph, skip the autograd layer of norm_bwd (its Python autograd kernel
     // exists for double backward only).
     std::optional<at::AutoDispatchBelowADInplaceOrView> below;
     if (!at::GradMode::is_enabled()) below.emplace();
-    auto [dx, dw, db] = op.call(
-        dy, x, w.defined() ? OptT(w) : OptT(), stats, ctx->saved_data["groups"].toInt(),
-        ctx->saved_data["eps"].toDouble(), f & 1, f & 2, f & 4, f & 8,
-        ctx->saved_data["C"].toDouble(), ctx->saved_data["k"].toDouble(), need_w, need_b);
-    return {ctx->needs_input_grad(0) ? dx : Tensor(), need_w ? dw : Tensor(),
-            need_b ? db : Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(),
-            Tensor(), Tensor()};
+    auto [dx, dw, db] = op.call(dy, x, w.defined() ? OptT(w) : OptT(), stats, groups, eps,
+                                center, dm, ds, ada, C, k, need_w, need_b);
+    if (need_x) out[0] = dx;
+    if (need_w) out[1] = dw;
+    if (need_b) out[2] = db;
+    return out;
   }
 };
 
 std::tuple<Tensor, Tensor> norm_fwd_autograd(const Tensor &x, const OptT &w, const OptT &b,
                                              int64_t groups, double eps, bool center, bool dm,
                                              bool ds, bool ada, double C, double k) {
-  const bool grad = at::GradMode::is_enabled() &&
-                    (x.requires_grad() || (w.has_value() && w->requires_grad()) ||
-                     (b.has_value() && b->requires_grad()));
-  if (!grad) {  // no node to record: straight to the kernel
-    static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("lnlab::norm_fwd", "")
-                         .typed<FwdSig>();
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("lnlab::norm_fwd", "")
+                       .typed<FwdSig>();
+  const Tensor wt = w.has_value() ? *w : Tensor(), bt = b.has_value() ? *b : Tensor();
+  const bool grad = torch::autograd::compute_requires_grad(x, wt, bt);
+  std::tuple<Tensor, Tensor> out;
+  {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return op.call(x, w, b, groups, eps, center, dm, ds, ada, C, k);
+    out = op.call(x, w, b, groups, eps, center, dm, ds, ada, C, k);
   }
-  auto out = NormFn::apply(x, w, b, groups, eps, center, dm, ds, ada, C, k);
-  return {out[0], out[1]};
+  if (!grad) return out;
+  auto node = c10::make_intrusive<NormBackward>();
+  node->set_next_edges(torch::autograd::collect_next_edges(x, wt, bt));
+  node->x_ = torch::autograd::SavedVariable(x, false);
+  node->w_ = torch::autograd::SavedVariable(wt, false);
+  node->stats_ = torch::autograd::SavedVariable(std::get<1>(out), false);
+  node->groups = groups;
+  node->eps = eps;
+  node->C = C;
+  node->k = k;
+  node->center = center;
+  node->dm = dm;
+  node->ds = ds;
+  node->ada = ada;
+  node->has_w = wt.defined();
+  node->has_b = bt.defined();
+  torch::autograd::set_history(std::get<0>(out), node);
+  return out;
 }
 
 }  // namespace
