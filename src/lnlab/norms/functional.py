@@ -9,9 +9,11 @@ All of them are one computation with switches (see ``normalize``):
 with mu and/or sigma optionally detached (DetachNorm, Xu et al. 2019) and mu = 0 for RMSNorm.
 Statistics use the biased variance with eps inside the square root, as ``F.layer_norm``.
 
-On CPU (float32/float64; bf16/fp16 are computed in float32) a fused C kernel with an analytic
-backward does the work; elsewhere, or with ``impl="composite"``, plain PyTorch autograd code
-computes the same thing. Plain LayerNorm with or without affine goes to ``F.layer_norm``.
+On CPU (float32/float64; bf16/fp16 are computed in float32) the op ``lnlab::norm_fwd`` (a
+fused C kernel with an analytic backward, see ``lnlab.norms.ops``) does the work, also under
+``torch.compile`` and ``torch.export``; elsewhere (CUDA: ``torch.compile`` fuses it), under
+``torch.func`` transforms, or with ``impl="composite"``, plain PyTorch autograd code computes
+the same thing. Plain LayerNorm with or without affine goes to ``F.layer_norm``.
 """
 
 from __future__ import annotations
@@ -125,8 +127,8 @@ def normalize(
     )
     compiling = torch.compiler.is_compiling()
     if use_kernel and not compiling:
-        # torch.func transforms cannot enter the ops' C++ autograd node: they get the
-        # composite formula, which they transform natively (a CompositeImplicit decomposition)
+        # torch.func transforms get the composite formula, which they transform natively (a
+        # CompositeImplicit decomposition); the ops' C++ autograd node is not functorch-aware
         if torch._C._are_functorch_transforms_active():
             if impl == "kernel":
                 raise RuntimeError("impl='kernel' cannot run under torch.func transforms; "
