@@ -1,10 +1,15 @@
 """The fused norm as ``torch.library`` custom ops: ``lnlab::norm_fwd`` and ``lnlab::norm_bwd``.
 
-Why custom ops rather than an ``autograd.Function`` around ctypes: the dispatcher sees one
-opaque op with a fake (meta) kernel, an autograd formula and a vmap rule, so ``torch.compile``
-traces it without a graph break, ``torch.func`` transforms it, and ``torch.export`` records it.
-The kernel itself (ctypes into ``csrc/lnkernels.c``, thread count, library lookup) runs only
-inside the op, never in traced Python.
+Why ops rather than an ``autograd.Function`` around ctypes: the dispatcher sees one opaque op
+with a fake (meta) kernel, an autograd formula and a vmap rule, so ``torch.compile`` traces it
+without a graph break and ``torch.export`` records it. The kernel itself (thread count, library
+lookup) runs only inside the op, never in traced Python.
+
+This module defines the schemas, the fake kernels, the vmap rules, a device-generic tensor-code
+implementation and a Python autograd formula. Once ``lnlab.norms._kernels`` has built and loaded
+the library, its C++ code (``csrc/lnops.cpp``) takes over the CPU kernels of both ops and the
+CPU autograd of ``norm_fwd`` (dispatcher keys ``CPU`` and ``AutogradCPU``): at small shapes
+Python dispatch would cost more than the computation.
 
 Both ops work on a 2-D ``(M, N)`` input whose rows are cut into ``groups`` contiguous groups:
 
@@ -13,9 +18,9 @@ Both ops work on a 2-D ``(M, N)`` input whose rows are cut into ``groups`` conti
     norm_bwd(dy, x, weight?, stats, groups, eps, center, detach_mean, detach_std, ada, C, k,
              need_w, need_b) -> (dx, dw, db)     dw / db have N elements, or 0 when not needed
 
-Off CPU, for dtypes the C kernels lack, or without a C compiler, the same formulas run as
-plain tensor code inside the op (``_fwd_math`` / ``_bwd_math``). Second derivatives
-(``create_graph=True``) differentiate the composite forward instead, so they stay exact.
+Off CPU, or before / without the compiled library, the same formulas run as plain tensor code
+inside the op (``_fwd_math`` / ``_bwd_math``). Second derivatives (``create_graph=True``) go
+through ``norm_bwd``'s autograd, which differentiates the composite formula, so they stay exact.
 """
 
 from __future__ import annotations
@@ -86,7 +91,7 @@ def _bwd_math(dy, x, weight, stats, groups, center, detach_mean, detach_std, ada
     "bool detach_mean, bool detach_std, bool ada, float C, float k) -> (Tensor, Tensor)",
 )
 def norm_fwd(x, weight, bias, groups, eps, center, detach_mean, detach_std, ada, C, k):
-    """Forward on any device, as tensor code (the CPU kernel is registered below)."""
+    """Forward on any device, as tensor code (on CPU the C++ kernel replaces it once loaded)."""
     return _fwd_math(x, weight, bias, groups, eps, center, ada, C, k)
 
 
@@ -107,7 +112,7 @@ def _norm_fwd_fake(x, weight, bias, groups, eps, center, detach_mean, detach_std
 )
 def norm_bwd(dy, x, weight, stats, groups, eps, center, detach_mean, detach_std, ada, C, k,
              need_w, need_b):
-    """Backward on any device, as tensor code (the CPU kernel is registered below)."""
+    """Backward on any device, as tensor code (on CPU the C++ kernel replaces it once loaded)."""
     return _bwd_math(dy, x, weight, stats, groups, center, detach_mean, detach_std, ada, C, k,
                      need_w, need_b)
 
