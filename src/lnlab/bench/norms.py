@@ -7,7 +7,12 @@ per-row statistics are O(M + N) and ignored). Effective GB/s = modelled bytes / 
 
 Timing: median over interleaved repeats (variants take turns within each repeat, so slow
 drift of the machine affects all of them alike); ratios are against the native baseline
-with the same affine setting measured in the same run.
+with the same affine setting measured in the same run. ``clock="cpu"`` measures the process's
+CPU time instead of wall time: on a machine shared with other jobs, time spent waiting for
+a core then does not count (with several threads, OpenMP spin-waits do).
+
+``compile=True`` adds each variant under ``torch.compile`` beside its eager form, so users see
+what they get in both modes (the compile time itself is not timed).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import torch.nn.functional as F
 from lnlab.io import write_atomic
 from lnlab.norms import kernel_status, make_norm
 
-DEFAULT_SHAPES: tuple[tuple[int, int], ...] = ((64, 256), (4096, 768), (16384, 1024))
+DEFAULT_SHAPES: tuple[tuple[int, int], ...] = ((64, 256), (128, 128), (4096, 768), (16384, 1024))
 QUICK_SHAPES: tuple[tuple[int, int], ...] = ((64, 256), (4096, 768))
 
 # (label, spec, affine setting of the native baseline it is compared with)
@@ -38,7 +43,7 @@ VARIANTS: tuple[tuple[str, str, str], ...] = (
     ("detachnorm:mean", "detachnorm:detach=mean", "none"),
     ("detachnorm:std", "detachnorm:detach=std", "none"),
     ("adanorm", "adanorm", "none"),
-    ("groupln:groups=8", "groupln:groups=8", "weight+bias"),
+    ("groupln", "groupln:groups=8", "weight+bias"),  # groups: see _spec_for
     ("rmsnorm", "rmsnorm", "weight"),
     ("none", "none", "-"),
 )
@@ -80,9 +85,23 @@ def _native(affine: str, n: int, device, dtype):
     return (lambda x: F.layer_norm(x, (n,), w, b)), params
 
 
+def _spec_for(spec: str, n: int) -> str:
+    """LN-G needs groups dividing the feature size: the largest divisor of n up to the one
+    asked for (so ``--shapes 100x100`` runs groupln:groups=5)."""
+    if not spec.startswith("groupln:groups="):
+        return spec
+    want = int(spec.split("=", 1)[1])
+    return f"groupln:groups={max(g for g in range(1, want + 1) if n % g == 0)}"
+
+
 def _make_case(spec: str, n: int, device, dtype):
     mod = make_norm(spec, n).to(device=device, dtype=dtype)
     return mod, list(mod.parameters())
+
+
+def _compiled(mod: torch.nn.Module, backend: str) -> Callable:
+    # dynamic=False: each shape gets its own graph, as a user's fixed-shape model would
+    return torch.compile(mod, dynamic=False, backend=backend)
 
 
 def run_bench(
@@ -93,8 +112,14 @@ def run_bench(
     inner: int | None = None,
     variants: Iterable[tuple[str, str, str]] = VARIANTS,
     progress: Callable[[str], None] | None = None,
+    compile: bool = False,
+    clock: str = "wall",
+    compile_backend: str = "inductor",
 ) -> list[BenchRow]:
     """Time fwd and fwd+bwd of each variant and of the native baselines; return rows."""
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
+    now = time.perf_counter if clock == "wall" else time.process_time
     device = torch.device(device)
     variants = list(variants)
     rows: list[BenchRow] = []
@@ -106,8 +131,19 @@ def run_bench(
         cases: dict[str, tuple[Callable, list]] = {}
         for aff in ("weight+bias", "weight", "none"):
             cases[f"native[{aff}]"] = _native(aff, n, device, dtype)
+        if compile:
+            # variants share module code (DetachNorm's three settings, fwd under no_grad and
+            # fwd+bwd): a fresh start per shape keeps them under dynamo's recompile limit, past
+            # which it would silently run eager
+            torch._dynamo.reset()
+        specs = {}
         for label, spec, _ in variants:
-            cases[label] = _make_case(spec, n, device, dtype)
+            specs[label] = _spec_for(spec, n)
+            cases[label] = _make_case(specs[label], n, device, dtype)
+            if compile and spec != "none":
+                mod, params = cases[label]
+                specs[f"{label} [compiled]"] = specs[label]
+                cases[f"{label} [compiled]"] = (_compiled(mod, compile_backend), params)
         reps_in = inner or max(1, min(50, int(2e6 // (m * n)) + 1))
         for mode in ("fwd", "fwd+bwd"):
             if progress:
@@ -133,11 +169,11 @@ def run_bench(
             for _ in range(repeats):
                 for key, (fn, params) in cases.items():
                     _sync(device)
-                    t0 = time.perf_counter()
+                    t0 = now()
                     for _ in range(reps_in):
                         call(fn, params)
                     _sync(device)
-                    times[key].append((time.perf_counter() - t0) / reps_in)
+                    times[key].append((now() - t0) / reps_in)
             med = {k: statistics.median(v) for k, v in times.items()}
             nbytes = (2 if mode == "fwd" else 5) * m * n * esize
             best = min(t for k, t in med.items() if k.startswith("native["))
@@ -145,7 +181,8 @@ def run_bench(
                 if key.startswith("native["):
                     base, spec, ratio = key, "F.layer_norm", 1.0
                 else:
-                    spec, aff = next((s, a) for lab, s, a in variants if lab == key)
+                    aff = next(a for lab, _, a in variants if key.split(" [")[0] == lab)
+                    spec = specs[key]
                     base = f"native[{aff}]" if aff != "-" else "native[none]"
                     ratio = t / med[base]
                 rows.append(BenchRow(key, spec, base, (m, n), str(dtype).replace("torch.", ""),

@@ -62,8 +62,8 @@ def register(app: typer.Typer) -> None:
 
     @bench.command("norms")
     def bench_norms(
-        shapes: str = typer.Option(None, help="comma-separated ROWSxCOLS, default "
-                                   "64x256,4096x768,16384x1024"),
+        shapes: str = typer.Option(None, help="comma-separated ROWSxCOLS (any sizes), default "
+                                   "64x256,128x128,4096x768,16384x1024"),
         dtype: str = typer.Option("float32", help="float32 | float64 | bfloat16 | float16"),
         device: str = typer.Option("cpu", help="cpu | cuda"),
         repeats: int = typer.Option(15, min=1, help="timed repeats (median is reported)"),
@@ -71,6 +71,10 @@ def register(app: typer.Typer) -> None:
         json_path: Annotated[Path | None, typer.Option(
             "--json-out", help="also write the results as JSON to this file")] = None,
         quick: bool = flag("--quick", "two shapes, 5 repeats"),
+        compile: bool = flag("--compile", "also time every variant under torch.compile "
+                             "(beside eager and native)"),
+        clock: str = typer.Option("wall", help="wall | cpu (process CPU time: steadier on a "
+                                  "machine shared with other jobs)"),
     ) -> None:
         """Forward and forward+backward time of every variant vs F.layer_norm."""
         import torch
@@ -87,15 +91,19 @@ def register(app: typer.Typer) -> None:
         if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
             raise LnlabError(f"--device {device!r} is not available here")
         _check_threads(threads)
+        if clock not in ("wall", "cpu"):
+            raise LnlabError(f"unknown --clock {clock!r}: use wall or cpu")
         _maybe_reexec_with_malloc_env()
         if threads:
             torch.set_num_threads(threads)
         console = Console(width=max(Console().width, 132))
         with console.status("benchmarking") as status:
             rows = run_bench(shape_list, dt, device, repeats=5 if quick else repeats,
-                             progress=lambda s: status.update(f"benchmarking {s}"))
+                             progress=lambda s: status.update(f"benchmarking {s}"),
+                             compile=compile, clock=clock)
         for m, n in shape_list:
-            table = Table(title=f"{m}x{n} {dtype} {device}, {torch.get_num_threads()} threads")
+            table = Table(title=f"{m}x{n} {dtype} {device}, {torch.get_num_threads()} threads, "
+                                f"{clock} clock")
             table.add_column("variant", no_wrap=True)
             table.add_column("baseline", no_wrap=True)
             for col in ("fwd ms", "fwd ratio", "fwd+bwd ms", "fwd+bwd GB/s", "fwd+bwd ratio",

@@ -9,9 +9,11 @@ All of them are one computation with switches (see ``normalize``):
 with mu and/or sigma optionally detached (DetachNorm, Xu et al. 2019) and mu = 0 for RMSNorm.
 Statistics use the biased variance with eps inside the square root, as ``F.layer_norm``.
 
-On CPU (float32/float64; bf16/fp16 are computed in float32) a fused C kernel with an analytic
-backward does the work; elsewhere, or with ``impl="composite"``, plain PyTorch autograd code
-computes the same thing. Plain LayerNorm with or without affine goes to ``F.layer_norm``.
+On CPU (float32/float64; bf16/fp16 are computed in float32) the op ``lnlab::norm_fwd`` (a
+fused C kernel with an analytic backward, see ``lnlab.norms.ops``) does the work, also under
+``torch.compile`` and ``torch.export``; elsewhere (CUDA: ``torch.compile`` fuses it), under
+``torch.func`` transforms, or with ``impl="composite"``, plain PyTorch autograd code computes
+the same thing. Plain LayerNorm with or without affine goes to ``F.layer_norm``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lnlab.norms._kernels import kernel_lib
+from lnlab.norms import ops as _ops  # noqa: F401  (registers torch.ops.lnlab.*)
+from lnlab.norms._kernels import kernels_available
 
 __all__ = [
     "ada_norm",
@@ -37,90 +40,13 @@ __all__ = [
 
 _IMPLS = ("auto", "kernel", "composite")
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+_KERNEL_INPUT = (torch.float32, torch.float64, *_LOW_PRECISION)
 
 
 def _shape(normalized_shape: int | Sequence[int]) -> tuple[int, ...]:
     if isinstance(normalized_shape, int):
         return (normalized_shape,)
     return tuple(int(s) for s in normalized_shape)
-
-
-def _ptr(t: Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
-
-
-class _FusedNorm(torch.autograd.Function):
-    """Autograd wrapper around the C kernels; the backward is analytic (see csrc)."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, n, groups, eps, center, detach_mean, detach_std, ada, C, k):
-        if x.dtype not in (torch.float32, torch.float64):  # the kernels exist for these only
-            raise TypeError(f"_FusedNorm needs float32/float64 input, got {x.dtype}")
-        lib = kernel_lib()
-        x2 = x.contiguous().view(-1, n)
-        m = x2.shape[0]
-        y = torch.empty_like(x2)
-        stats = torch.empty(2, m * groups, dtype=x.dtype)
-        mean, rstd = stats[0], stats[1]
-        w = None if weight is None else weight.contiguous()
-        b = None if bias is None else bias.contiguous()
-        fwd = lib.lnk_forward_f32 if x.dtype == torch.float32 else lib.lnk_forward_f64
-        if m:
-            fwd(x2.data_ptr(), _ptr(w), _ptr(b), y.data_ptr(), mean.data_ptr(), rstd.data_ptr(),
-                m, n, groups, eps, int(center), int(ada), C, k, torch.get_num_threads())
-        # The inputs themselves are saved (not x2 / w), so that a double backward can rebuild
-        # the graph from them; for contiguous input this costs nothing extra.
-        ctx.save_for_backward(x, weight, bias, mean, rstd)
-        ctx.cfg = (n, groups, eps, center, detach_mean, detach_std, ada, C, k)
-        return y.view(x.shape)
-
-    @staticmethod
-    def backward(ctx, dy):
-        x, weight, bias, mean, rstd = ctx.saved_tensors
-        n, groups, _eps, center, dmean, dstd, ada, C, k = ctx.cfg
-        if torch.is_grad_enabled():
-            # create_graph=True (double backward, Hessians): differentiate the composite
-            # formula instead, so higher derivatives are right rather than silently zero.
-            return _FusedNorm._differentiable_backward(ctx, dy)
-        has_bias = bias is not None
-        x2 = x.contiguous().view(-1, n)
-        w = None if weight is None else weight.contiguous()
-        lib = kernel_lib()
-        dy2 = dy.contiguous().view(-1, n)
-        m = x2.shape[0]
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        dx = torch.empty_like(x2) if need_x else None
-        dw = torch.empty(n, dtype=x2.dtype) if (need_w and w is not None) else None
-        db = torch.empty(n, dtype=x2.dtype) if (need_b and has_bias) else None
-        nt = torch.get_num_threads()
-        need_p = dw is not None or db is not None
-        part = torch.empty(nt * 2 * n, dtype=x2.dtype) if need_p else None
-        bwd = lib.lnk_backward_f32 if x2.dtype == torch.float32 else lib.lnk_backward_f64
-        if m:
-            bwd(dy2.data_ptr(), x2.data_ptr(), _ptr(w), mean.data_ptr(), rstd.data_ptr(),
-                _ptr(dx), _ptr(dw), _ptr(db), _ptr(part), m, n, groups, int(center),
-                int(dmean), int(dstd), int(ada), C, k, nt)
-        else:
-            if dw is not None:
-                dw.zero_()
-            if db is not None:
-                db.zero_()
-        return (None if dx is None else dx.view(x.shape), dw, db) + (None,) * 9
-
-    @staticmethod
-    def _differentiable_backward(ctx, dy):
-        x, weight, bias, _, _ = ctx.saved_tensors
-        n, groups, eps, center, dmean, dstd, ada, C, k = ctx.cfg
-        inputs = [t for t, need in zip((x, weight, bias), ctx.needs_input_grad[:3], strict=True)
-                  if need and t is not None]
-        y = _composite(x.reshape(-1, n), weight, bias, (n,), groups, eps, center, dmean, dstd,
-                       ada, C, k)
-        grads = iter(torch.autograd.grad(y, inputs, dy.reshape(-1, n), create_graph=True))
-        out = [next(grads) if (need and t is not None) else None
-               for t, need in zip((x, weight, bias), ctx.needs_input_grad[:3], strict=True)]
-        if out[0] is not None:
-            out[0] = out[0].view(x.shape)
-        return (*out, *(None,) * 9)
 
 
 def _composite(x, weight, bias, shape, groups, eps, center, detach_mean, detach_std, ada, C, k):
@@ -174,26 +100,41 @@ def normalize(
     ``impl``: "auto" uses the fused CPU kernel when it applies, "kernel" insists on it,
     "composite" forces plain PyTorch autograd code.
     """
-    shape = _shape(normalized_shape)
+    # Written for speed: at 64x256 a forward+backward of the native op takes ~40 us, so each
+    # microsecond of Python here is 2.5% of the budget.
+    if type(normalized_shape) is int or (
+            type(normalized_shape) is tuple and len(normalized_shape) == 1
+            and type(normalized_shape[0]) is int):
+        n = normalized_shape if type(normalized_shape) is int else normalized_shape[0]
+        shape = (n,)
+        if x.dim() < 1 or x.shape[-1] != n:
+            _bad_input(x, shape)
+    else:
+        shape = _shape(normalized_shape)
+        n = math.prod(shape)
+        if x.dim() < len(shape) or tuple(x.shape[x.dim() - len(shape):]) != shape:
+            _bad_input(x, shape)
     if impl not in _IMPLS:
         raise ValueError(f"impl must be one of {_IMPLS}, got {impl!r}")
-    if tuple(x.shape[x.dim() - len(shape):]) != shape or x.dim() < len(shape):
-        raise ValueError(
-            f"input of shape {tuple(x.shape)} does not end with normalized_shape {shape}"
-        )
-    n = math.prod(shape)
     if groups < 1 or n % groups:
         raise ValueError(f"groups={groups} must be a positive divisor of the feature size {n}")
-    for name, p in (("weight", weight), ("bias", bias)):
-        if p is not None and tuple(p.shape) != shape:
-            raise ValueError(f"{name} has shape {tuple(p.shape)}, expected {shape}")
+    if weight is not None and weight.shape != shape:
+        raise ValueError(f"weight has shape {tuple(weight.shape)}, expected {shape}")
+    if bias is not None and bias.shape != shape:
+        raise ValueError(f"bias has shape {tuple(bias.shape)}, expected {shape}")
     use_kernel = (
-        impl != "composite"
-        and x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.float64, *_LOW_PRECISION)
-        and kernel_lib() is not None
+        impl != "composite" and x.is_cpu and x.dtype in _KERNEL_INPUT and kernels_available()
     )
-    if impl == "kernel" and not use_kernel:
+    compiling = torch.compiler.is_compiling()
+    if use_kernel and not compiling:
+        # torch.func transforms get the composite formula, which they transform natively (a
+        # CompositeImplicit decomposition); the ops' C++ autograd node is not functorch-aware
+        if torch._C._are_functorch_transforms_active():
+            if impl == "kernel":
+                raise RuntimeError("impl='kernel' cannot run under torch.func transforms; "
+                                   "use impl='auto' or 'composite'")
+            use_kernel = False
+    elif impl == "kernel" and not use_kernel:
         raise RuntimeError(
             "the fused CPU kernel does not apply here (see lnlab.norms.kernel_status)"
         )
@@ -202,12 +143,24 @@ def normalize(
                           ada, C, k)
     in_dtype = x.dtype
     cdtype = torch.float32 if in_dtype in _LOW_PRECISION else in_dtype
-    xc = x.to(cdtype)
-    w = None if weight is None else weight.to(cdtype).reshape(n)
-    b = None if bias is None else bias.to(cdtype).reshape(n)
-    y = _FusedNorm.apply(xc, w, b, n, groups, float(eps), center, detach_mean, detach_std, ada,
-                         float(C), float(k))
-    return y.to(in_dtype)
+    # (casts and reshapes only where needed)
+    xc = x if in_dtype == cdtype else x.to(cdtype)
+    if weight is not None and (weight.dtype != cdtype or len(shape) > 1):
+        weight = weight.to(cdtype).reshape(n)
+    if bias is not None and (bias.dtype != cdtype or len(shape) > 1):
+        bias = bias.to(cdtype).reshape(n)
+    # eager: the op's C++ entry point directly (skips a Python frame); traced: the op
+    op = torch.ops.lnlab.norm_fwd.default
+    y, _ = (op if compiling else op._op)(
+        xc if xc.dim() == 2 and len(shape) == 1 else xc.reshape(-1, n), weight, bias, groups,
+        float(eps), center, detach_mean, detach_std, ada, float(C), float(k))
+    if y.shape != x.shape:
+        y = y.view(x.shape)
+    return y if in_dtype == cdtype else y.to(in_dtype)
+
+
+def _bad_input(x: Tensor, shape: tuple[int, ...]) -> None:
+    raise ValueError(f"input of shape {tuple(x.shape)} does not end with normalized_shape {shape}")
 
 
 def layer_norm(

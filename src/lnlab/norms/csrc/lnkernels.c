@@ -26,6 +26,9 @@
 #include <omp.h>
 
 #define PAR_MIN_ELEMS 32768
+/* 1/sigma in the input precision, as ATen's CPU LayerNorm (float: sqrtss, no double detour) */
+#define SQRT_float sqrtf
+#define SQRT_double sqrt
 
 #define DEFINE_KERNELS(T, SUFFIX)                                                              \
 void lnk_forward_##SUFFIX(const T *restrict x, const T *restrict w, const T *restrict b,       \
@@ -56,7 +59,7 @@ void lnk_forward_##SUFFIX(const T *restrict x, const T *restrict w, const T *res
         const T cd = center ? sd / (T)D : (T)0;                                                \
         const T muT = mu + cd;                                                                 \
         const T var = ss / (T)D - cd * cd;                                                     \
-        const T r = (T)(1.0 / sqrt((double)(var > 0 ? var : (T)0) + eps));                    \
+        const T r = (T)1 / SQRT_##T((var > 0 ? var : (T)0) + (T)eps);                         \
         mean_out[u] = muT;                                                                     \
         rstd_out[u] = r;                                                                       \
         const T *wr = w ? w + off : 0;                                                         \
