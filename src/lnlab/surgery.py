@@ -707,3 +707,10 @@ def swap_norms(model: nn.Module, spec: str | NormSpec,
         after = f"{_describe(new)} [{NormSpec(ns.name, opts)}]"
         report.changes.append(Change(s.name, before, after, max(removed, 0), note))
     return report
+
+
+# --------------------------------------------------------------------------- fold (affine)
+# fold_affine lives in its own module (it needs the helpers above); exported from here.
+from lnlab.surgery_fold import fold_affine  # noqa: E402
+
+__all__ += ["fold_affine"]
