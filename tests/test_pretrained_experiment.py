@@ -135,3 +135,28 @@ def test_init_path_end_to_end(tmp_path: Path, arch: str) -> None:
     assert len(grads) == 7  # BERT/RoBERTa: embedding LN + 2 × 3; GPT: 2 × 3 + final LN
     ep = store.epochs(rows[0].key)
     assert [e["epoch"] for e in ep] == [1, 2] and "all/loss_gap" in ep[-1]
+
+
+def test_pretrained_table_and_interval() -> None:
+    from scipy import stats
+
+    from lnlab.experiments.framework import Results, Run
+
+    xs = [0.2, 0.35, 0.3, 0.25]
+    m, lo, hi = mp.interval(xs)
+    ref = stats.t.interval(0.95, len(xs) - 1, loc=sum(xs) / 4, scale=stats.sem(xs))
+    assert (lo, hi) == pytest.approx(ref, rel=1e-12) and m == pytest.approx(0.275)
+    runs = []
+    for seed, (mem, e100) in enumerate([(1.0, 5), (0.9, None), (1.0, 7)]):
+        summ = {"intact/status": "finished", "all/status": "finished",
+                "intact/final_mem": 1.0, "all/final_mem": mem, "all/epochs_to_mem100": e100,
+                "intact/epochs_to_mem100": 3}
+        cfg = {"setting": "pretrained", "arms": ["all"], "train": {"seed": seed}}
+        runs.append(Run(f"k{seed}", cfg, "finished", summ, []))
+    header, rows = mp.pretrained_table(Results(runs))
+    col = header.index("epochs to 100% mem")
+    assert rows[0][:2] == ["intact", "3"] and rows[0][col] == "3 [3, 3]"
+    assert rows[1][col].startswith("6 [") and rows[1][col].endswith("never in 1")
+    assert rows[1][header.index("mem (%)")].startswith("96.67 [")
+    _, per = mp.pretrained_table(Results(runs), per_seed=True)
+    assert [r[col] for r in per if r[0] == "all"] == ["5", "never", "7"]

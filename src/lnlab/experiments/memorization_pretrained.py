@@ -63,7 +63,9 @@ __all__ = [
     "PAPER_SIZE",
     "RECIPE",
     "epochs_to",
+    "interval",
     "pretrained_configs",
+    "pretrained_table",
     "reset_effect",
     "run_pretrained",
 ]
@@ -250,3 +252,63 @@ def run_pretrained(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     intact = arms["intact"]
     return {"status": "finished" if intact.status == "finished" else "diverged",
             "summary": summary, "epochs": res.epochs(), "artifacts": {}}
+
+
+# --------------------------------------------------------------------------- results table
+
+_COLUMNS = (("test acc (%)", "final_test_acc", 100.0), ("train acc (%)", "final_train_acc", 100.0),
+            ("mem (%)", "final_mem", 100.0), ("rec (%)", "final_rec", 100.0),
+            ("rand (%)", "final_rand", 100.0), ("loss gap", "final_loss_gap", 1.0),
+            ("epochs to 50% mem", "epochs_to_mem50", 1.0),
+            ("epochs to 90% mem", "epochs_to_mem90", 1.0),
+            ("epochs to 100% mem", "epochs_to_mem100", 1.0),
+            ("step-0 ‖Δh‖/‖h‖", "step0_hidden_change", 1.0), ("step-0 KL", "step0_kl", 1.0))
+
+
+def interval(xs: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): a Student-t interval for the mean over seeds (NaN bounds below 2)."""
+    mean = statistics.fmean(xs)
+    if len(xs) < 2:
+        return mean, math.nan, math.nan
+    from scipy.stats import t
+
+    half = float(t.ppf(0.5 + level / 2, len(xs) - 1)) * statistics.stdev(xs) / math.sqrt(len(xs))
+    return mean, mean - half, mean + half
+
+
+def _fmt(v: float | None) -> str:
+    return "never" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+
+def pretrained_table(results: Any, *, per_seed: bool = False) -> tuple[list[str], list[list[str]]]:
+    """The pretrained setting's table: per arm, mean [95% t-interval] over seeds (or one row
+    per seed and arm). ``epochs to X% mem`` counts a seed that never got there as ``never``
+    (left out of the mean, and the row says how many)."""
+    runs = [r for r in results.select(setting="pretrained", status="finished").runs]
+    arms = list(dict.fromkeys(a for r in runs for a in ("intact", *r.get("arms", []))))
+    header = ["arm", "seed" if per_seed else "seeds", *(c[0] for c in _COLUMNS)]
+    rows: list[list[str]] = []
+    for arm in arms:
+        have = [r for r in runs if f"{arm}/status" in r.summary]
+        if per_seed:
+            for r in sorted(have, key=lambda r: r.seed):
+                cells = []
+                for _, key, f in _COLUMNS:
+                    v = r.summary.get(f"{arm}/{key}")
+                    cells.append("–" if v is None and not key.startswith("epochs_to")
+                                 else _fmt(None if v is None else f * v))
+                rows.append([arm, str(r.seed), *cells])
+            continue
+        cells = []
+        for _, key, f in _COLUMNS:
+            vals = [r.summary.get(f"{arm}/{key}") for r in have]
+            xs = [f * float(v) for v in vals if isinstance(v, int | float)]
+            never = sum(v is None for v in vals) if key.startswith("epochs_to") else 0
+            if not xs:
+                cells.append(f"never ({never})" if never else "–")
+                continue
+            m, lo, hi = interval(xs)
+            cell = f"{m:.4g}" + (f" [{lo:.3g}, {hi:.3g}]" if math.isfinite(lo) else "")
+            cells.append(cell + (f", never in {never}" if never else ""))
+        rows.append([arm, str(len(have)), *cells])
+    return header, rows
