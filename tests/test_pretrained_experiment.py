@@ -160,3 +160,34 @@ def test_pretrained_table_and_interval() -> None:
     assert rows[1][header.index("mem (%)")].startswith("96.67 [")
     _, per = mp.pretrained_table(Results(runs), per_seed=True)
     assert [r[col] for r in per if r[0] == "all"] == ["5", "never", "7"]
+
+
+def test_gradient_sites_in_forward_order_for_12_blocks(tmp_path: Path) -> None:
+    """12 blocks: the store sorts summary keys alphabetically (layer.10 before layer.2);
+    the analysis must still see the LN sites in forward order."""
+    import json
+
+    from lnlab.experiments import memorization as mz
+    from lnlab.experiments.framework import Run
+    from test_pretrained import save_tiny
+    from test_wordnet import write_data_noun, write_tokenizer
+
+    ck = save_tiny(tmp_path / "bert12", "bert", layers=12)
+    write_tokenizer(tmp_path / "tok")
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        (ck / f).write_bytes((tmp_path / "tok" / f).read_bytes())
+    data = write_data_noun(tmp_path / "data.noun")
+    spec = (f"wordnet:tokenizer={ck},path={data},n_train=16,n_test=8,length=10,"
+            "classes=act+animal+person+plant")
+    c = mp.pretrained_configs([0], checkpoint=str(ck), data=spec, noise=0.25, epochs=1)[0]
+    c["arms"], c["grad_samples"], c["probe"] = [], 8, 4
+    out = mp.run_pretrained(c, tmp_path / "run")
+    stored = json.loads(json.dumps(out["summary"], sort_keys=True))  # as the store keeps it
+    run = Run("k", c, "finished", stored, [])
+    names = [n for n, _ in mz._sites(run)]
+    want = ["hf.bert.embeddings.LayerNorm"] + [
+        f"hf.bert.encoder.layer.{i}.{p}.LayerNorm" for i in range(12)
+        for p in ("attention.output", "output")]
+    assert names == want
+    assert [n for n, _ in mz._block_sites(run, "learn_total")] == want[1:]
+    assert [mz._short(n) for n in names[-2:]] == ["11.attn.out.LN", "11.out.LN"]

@@ -434,8 +434,13 @@ def _gap(arm: str) -> Any:
 
 def _sites(r: Run, arm: str = "intact", kind: str = "learn_total") -> list[tuple[str, float]]:
     pre = f"{arm}/gradfinal/{kind}/"
-    return [(k[len(pre):], float(v)) for k, v in r.summary.items()
-            if k.startswith(pre) and isinstance(v, int | float)]
+    out = [(k[len(pre):], float(v)) for k, v in r.summary.items()
+           if k.startswith(pre) and isinstance(v, int | float)]
+    order = r.summary.get("ln_order")  # forward order (the store sorts keys: layer.10 < .2)
+    if isinstance(order, list):
+        pos = {n: i for i, n in enumerate(order)}
+        out.sort(key=lambda nv: pos.get(nv[0], len(pos)))
+    return out
 
 
 def _block_sites(r: Run, kind: str) -> list[tuple[str, float]]:

@@ -38,7 +38,8 @@ paper``; protocol notes §1.2–1.5, §5). What it does, per seed:
 
 Summary keys follow :mod:`lnlab.analysis.memorization` (``intact/final_test_acc``,
 ``all/final_n_mem``, ``all/gradfinal/learn_total/<site>``) so the memorization experiment's
-analysis, table and figures read these runs like the others, plus ``<arm>/epochs_to_mem50``
+analysis, table and figures read these runs like the others, plus ``ln_order`` (the LN sites
+in traced forward order; the store sorts summary keys alphabetically), ``<arm>/epochs_to_mem50``
 (90, 100), ``<arm>/final_loss_gap``, ``<arm>/step0_kl`` (…``_logit_change``, ``_agree``,
 ``_hidden_change``) and ``pretrained_ln/w_dev/<site>`` / ``pretrained_ln/b_abs/<site>``.
 """
@@ -200,6 +201,9 @@ def run_pretrained(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         g = torch.Generator().manual_seed(derive_seed(cfg.seed, "probe"))
         n_probe = min(int(config.get("probe", 256)), len(data.y_train))
         probe = data.x_train[torch.randperm(len(data.y_train), generator=g)[:n_probe]]
+        # traced forward order of the LN sites: the store sorts summary keys (layer.10 <
+        # layer.2), so the gradient analysis orders its sites by this list
+        ln_order = [s.name for s in find_norms(base.eval(), probe[:2])]
         epochs = int(config["max_epochs"])
         arms: dict[str, ArmResult] = {}
         extra: dict[str, Any] = {}
@@ -242,6 +246,7 @@ def run_pretrained(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     summary = res.summary()
     summary.update(extra)
     summary["removed_sites"] = {a: r.removed for a, r in arms.items() if r.removed}
+    summary["ln_order"] = ln_order
     for site, row in stats.items():
         for k, v in row.items():
             summary[f"pretrained_ln/{k}/{site}"] = v
