@@ -122,3 +122,32 @@ def test_hf_post_ln_bert_is_refused() -> None:
     with pytest.raises(LnlabError, match="residual stream"):
         fold_affine(model, "blocks", example_input=x)
     torch.testing.assert_close(model(**x).logits, before, rtol=0, atol=0)  # untouched
+
+
+class _SharedLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(4)
+        self.lin = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.lin(torch.tanh(self.lin(self.norm(x)))))
+
+
+class _TwiceNorm(_SharedLinear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.lin(self.norm(torch.tanh(self.lin(self.norm(x))))))
+
+
+@pytest.mark.parametrize(("cls", "match"), [(_SharedLinear, "shared weights"),
+                                            (_TwiceNorm, "more than once")])
+def test_shared_modules_are_refused(cls: type, match: str) -> None:
+    torch.manual_seed(0)
+    model = cls().double()
+    _randomize_norms(model, 0)
+    x = torch.randn(3, 4, dtype=torch.float64)
+    before = model(x)
+    with pytest.raises(LnlabError, match=match):
+        fold_affine(model, "all", example_input=x)
+    torch.testing.assert_close(model(x), before, rtol=0, atol=0)

@@ -76,7 +76,8 @@ def _effective_gain(site: NormSite) -> Tensor | None:
 
 
 def _trace_consumers(model: nn.Module, example: Any, sites: list[NormSite], seed: int
-                     ) -> tuple[dict[str, list[tuple[str, nn.Module]]], dict[str, float], Tensor]:
+                     ) -> tuple[dict[str, list[tuple[str, nn.Module]]], dict[str, float], Tensor,
+                                dict[str, int]]:
     """Per site: the linear modules whose input is its output, and the relative gradient
     residual ‖g_out − Σ g_consumer_in‖ / ‖g_out‖ (0 when the consumers are the only readers)."""
     outs: dict[str, Tensor] = {}
@@ -84,8 +85,11 @@ def _trace_consumers(model: nn.Module, example: Any, sites: list[NormSite], seed
     consumers: dict[str, list[tuple[str, nn.Module]]] = {s.name: [] for s in sites}
     handles = []
 
+    calls: dict[str, int] = {}
+
     def norm_hook(name: str) -> Callable[..., None]:
         def hook(_m: nn.Module, _args: Any, out: Any) -> None:
+            calls[name] = calls.get(name, 0) + 1
             t = _first_tensor(out)
             if t is not None and name not in outs:
                 outs[name] = t
@@ -93,11 +97,12 @@ def _trace_consumers(model: nn.Module, example: Any, sites: list[NormSite], seed
 
     def lin_hook(lname: str) -> Callable[..., Any]:
         def hook(mod: nn.Module, args: tuple) -> Any:
+            calls[lname] = calls.get(lname, 0) + 1
             if not args or not isinstance(args[0], Tensor):
                 return None
             for sname, t in outs.items():
                 if _same_rows(args[0], t):
-                    alias = t.view_as(t)
+                    alias = args[0].view_as(args[0])
                     aliases[sname].append(alias)
                     consumers[sname].append((lname, mod))
                     return (alias, *args[1:])
@@ -136,7 +141,7 @@ def _trace_consumers(model: nn.Module, example: Any, sites: list[NormSite], seed
         den = float(g_out.double().norm())
         num = float((g_out.double() - g_sum.double()).norm())
         residual[s.name] = num / den if den > 0 else (0.0 if num == 0 else float("inf"))
-    return consumers, residual, out.detach()
+    return consumers, residual, out.detach(), calls
 
 
 @torch.no_grad()
@@ -189,7 +194,7 @@ def fold_affine(model: nn.Module,
             todo.append(s)
     if not todo:
         return report
-    consumers, residual, before_out = _trace_consumers(model, example_input, todo, seed)
+    consumers, residual, before_out, calls = _trace_consumers(model, example_input, todo, seed)
     owner: dict[int, str] = {}
     plans = []
     for s in todo:
@@ -206,6 +211,10 @@ def fold_affine(model: nn.Module,
             if id(mod) in owner and owner[id(mod)] != s.name:
                 why = f"{n} also reads the output of {owner[id(mod)]}"
             owner.setdefault(id(mod), s.name)
+            if calls.get(n, 0) > sum(m is mod for _, m in cons):
+                why = f"{n} is also called on other inputs (shared weights)"
+        if calls.get(s.name, 0) > 1:
+            why = "the norm runs more than once per forward pass (shared module)"
         if why:
             if not skip_unfoldable:
                 raise LnlabError(f"fold_affine: cannot fold {s.name}: {why}; its gain and bias "
