@@ -302,9 +302,9 @@ def sweep(scale: str, seeds: list[int], *, model: str | None = None, data: str |
 
         if model:
             raise LnlabError("--scale paper fine-tunes a checkpoint: use --init, not --model")
+        small = bool(tiny) and tiny not in ("0", "false")
         return pretrained_configs(seeds, checkpoint=init, data=data, noise=nz, arms=arms,
-                                  epochs=ep, lr=lrv, tiny=bool(tiny) and tiny not in ("0",
-                                                                                     "false"))
+                                  epochs=ep, lr=lrv, tiny=small)
     if model or data or init:
         configs = _user_sweep(model, data, init, nz, arms, ep, lrv)
     elif tiny and tiny not in ("0", "false"):
