@@ -212,3 +212,28 @@ def test_paper_scale_smoke(tmp_path: Path) -> None:
     assert s["all/params_removed"] == 13 * 2 * 384
     assert s["all/step0_hidden_change"] > 0.1  # the reset alone moves the [CLS] state
     assert s["intact/final_n_noisy"] == 3
+
+
+@pytest.mark.slow
+def test_folded_arm_keeps_the_function_at_step_0(tmp_path: Path) -> None:
+    """Pre-LN GPT-2: resetting the LNs changes the outputs at step 0, folding them does not."""
+    ck, data = _checkpoint(tmp_path, "gpt2")
+    spec = (f"wordnet:tokenizer={ck},path={data},n_train=16,n_test=8,length=10,"
+            "classes=act+animal+person+plant")
+    c = mp.pretrained_configs([0], checkpoint=str(ck), data=spec, noise=0.25, epochs=1,
+                              arms="all,folded")[0]
+    c["grad_samples"], c["probe"], c["dropout"] = 0, 8, 0.0
+    s = mp.run_pretrained(c, tmp_path / "run")["summary"]
+    assert s["folded/params_removed"] == s["all/params_removed"] == 7 * 2 * 32
+    assert s["folded/not_folded"] == []
+    assert s["folded/step0_kl"] < 1e-9 < 1e-4 < s["all/step0_kl"]
+    assert s["folded/step0_agree"] == 1.0
+    assert s["folded/final_n_noisy"] == 4
+
+
+def test_folded_arm_is_refused_for_post_ln(tmp_path: Path) -> None:
+    ck, data = _checkpoint(tmp_path, "bert")
+    spec = (f"wordnet:tokenizer={ck},path={data},n_train=16,n_test=8,length=10,"
+            "classes=act+animal+person+plant")
+    with pytest.raises(LnlabError, match="needs a Pre-LN checkpoint"):
+        mp.pretrained_configs([0], checkpoint=str(ck), data=spec, arms="all,folded")

@@ -23,7 +23,11 @@ paper``; protocol notes §1.2–1.5, §5). What it does, per seed:
    (pretrained weights + the same fresh head), LN parameters **reset to (1, 0) and frozen at
    the start of fine-tuning** (:func:`lnlab.surgery.strip_affine`) for ``all`` (every LN,
    the embedding LN included) or the per-block LNs of the ``early`` / ``middle`` /
-   ``later`` third of the blocks. Same batch order and dropout stream in every arm.
+   ``later`` third of the blocks. Same batch order and dropout stream in every arm. For a
+   Pre-LN checkpoint, the control arm ``folded`` removes the same parameters without changing
+   the function at step 0: each LN's gain and bias are first folded into the linear maps that
+   read its output (:func:`lnlab.surgery.fold_affine`; an LN that also feeds anything else
+   is left intact and listed in ``folded/not_folded``).
 5. **What the reset alone does** (before any fine-tuning): mean |w − 1| and mean |b| of every
    pretrained LN, and on a fixed probe batch of training samples (eval mode) how far the
    reset moves the model: KL(p_intact ‖ p_reset) of the class probabilities (through the
@@ -103,6 +107,10 @@ classes."""
 TINY: dict[str, Any] = {"n_train": 64, "n_test": 32, "noise": 0.05, "epochs": 1,
                         "arms": ("all",), "grad_samples": 16, "probe": 16}
 THRESHOLDS = (50, 90, 100)
+FOLDED = "folded"
+"""The control arm (Pre-LN only): every LN whose output feeds only linear maps has its gain
+and bias folded into them (:func:`lnlab.surgery.fold_affine`) and is then frozen at (1, 0) —
+the parameters are removed but the function at step 0 is unchanged."""
 
 
 def _data_spec(checkpoint: str, n_train: int, n_test: int) -> str:
@@ -123,9 +131,9 @@ def pretrained_configs(seeds: list[int], *, checkpoint: str | None = None,
     path = resolve_checkpoint(ck)  # a missing extra or a bad folder fails here
     spec = data or _data_spec(ck, size["n_train"], size["n_test"])
     arm_list = [a.strip() for a in arms.split(",") if a.strip()] if arms else list(size["arms"])
-    bad = [a for a in arm_list if a not in ARMS]
+    bad = [a for a in arm_list if a not in (*ARMS, FOLDED)]
     if bad:
-        raise LnlabError(f"unknown arm {bad[0]!r}; valid: {', '.join(ARMS)}")
+        raise LnlabError(f"unknown arm {bad[0]!r}; valid: {', '.join((*ARMS, FOLDED))}")
     from lnlab.data import load_dataset
 
     info = load_dataset(spec).info  # bad data fails here, before anything runs
@@ -135,6 +143,9 @@ def pretrained_configs(seeds: list[int], *, checkpoint: str | None = None,
     rate = size["noise"] if noise is None else noise
     n_epochs = epochs or size["epochs"]
     family = hf_placement(str(path))
+    if FOLDED in arm_list and family == "post":
+        raise LnlabError(f"arm {FOLDED!r} needs a Pre-LN checkpoint: in Post-LN every LN output "
+                         "also feeds the residual stream, so no exact fold exists")
     name = path.name if Path(ck).exists() else ck.removeprefix("hf:")
     out = []
     for seed in seeds:
@@ -168,18 +179,25 @@ def _first_token_hidden(model: nn.Module, x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def reset_effect(intact: nn.Module, reset: nn.Module, x: Tensor) -> dict[str, float]:
-    """How far a reset moves the model at step 0, on probe inputs ``x`` (eval mode)."""
+def reset_effect(intact: nn.Module, reset: nn.Module, x: Tensor, *,
+                 hidden: bool = True) -> dict[str, float]:
+    """How far a reset moves the model at step 0, on probe inputs ``x`` (eval mode).
+
+    ``hidden=False`` leaves out the hidden-state change (NaN): after a fold the final hidden
+    state is the pre-affine one by design, and only the outputs are comparable."""
     intact.eval()
     reset.eval()
     a, b = intact(x).double(), reset(x).double()
     pa, lpa, lpb = a.softmax(-1), a.log_softmax(-1), b.log_softmax(-1)
     kl = (pa * (lpa - lpb)).sum(-1).mean()
-    ha, hb = _first_token_hidden(intact, x).double(), _first_token_hidden(reset, x).double()
-    rel = ((hb - ha).norm(dim=-1) / ha.norm(dim=-1).clamp_min(1e-30)).mean()
+    rel = math.nan
+    if hidden:
+        ha = _first_token_hidden(intact, x).double()
+        hb = _first_token_hidden(reset, x).double()
+        rel = float(((hb - ha).norm(dim=-1) / ha.norm(dim=-1).clamp_min(1e-30)).mean())
     return {"step0_kl": float(kl), "step0_logit_change": float((b - a).abs().mean()),
             "step0_agree": float((a.argmax(-1) == b.argmax(-1)).double().mean()),
-            "step0_hidden_change": float(rel)}
+            "step0_hidden_change": rel}
 
 
 def run_pretrained(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -192,7 +210,7 @@ def run_pretrained(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     )
     from lnlab.data import load_dataset
     from lnlab.models.pretrained import ln_affine_stats, load_pretrained_classifier
-    from lnlab.surgery import find_norms, select_sites, strip_affine
+    from lnlab.surgery import find_norms, fold_affine, select_sites, strip_affine
     from lnlab.train import TrainConfig, derive_seed, train
 
     cfg = TrainConfig.from_dict(config["train"])
@@ -231,12 +249,21 @@ def run_pretrained(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
             model.load_state_dict(init_state)
             removed: list[str] = []
             n_removed = 0
-            if arm != "intact":
+            if arm == FOLDED:
+                rep = fold_affine(model, "all", example_input=probe[:8], skip_unfoldable=True)
+                removed = [c.site for c in rep]
+                if not removed:
+                    raise LnlabError(f"arm {FOLDED!r}: no LN of this model feeds only linear "
+                                     "maps, so none can be folded exactly")
+                n_removed = rep.params_removed
+                extra[f"{arm}/not_folded"] = [site for site, _ in rep.skipped]
+            elif arm != "intact":
                 removed = [s.name for s in select_sites(find_norms(model), arm)]
                 if not removed:
                     raise LnlabError(f"arm {arm!r}: the model has no LayerNorm there")
                 n_removed = strip_affine(model, arm).params_removed
-                for k, v in reset_effect(base, model, probe).items():
+            if arm != "intact":
+                for k, v in reset_effect(base, model, probe, hidden=arm != FOLDED).items():
                     extra[f"{arm}/{k}"] = v
             c = replace(cfg, epochs=epochs, stop_at_train_acc=None)
             r = train(c, rdir / arm, hooks=[noisy_counts_hook], model=model)
