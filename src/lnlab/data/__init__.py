@@ -6,7 +6,9 @@
 
 Specs: ``mnist1d[:size=,seed=]``, ``digits``, ``clusters:n=,dim=,classes=,spread=``,
 ``random:n=,dim=,classes=``, ``tokens:vocab=,length=,n=,classes=,motif=,distractors=``,
-``pystdlib:chars=,context=,val_frac=`` (next-character targets per position), or a
+``pystdlib:chars=,context=,val_frac=`` (next-character targets per position),
+``wordnet:tokenizer=,classes=,n_train=,n_test=,length=`` (WordNet 3.0 noun definitions by
+lexicographer file, tokenized for a checkpoint; ``docs/data/wordnet.md``), or a
 path to ``.npz`` / ``.csv`` / ``.parquet`` / a Hugging Face ``save_to_disk`` folder.
 """
 

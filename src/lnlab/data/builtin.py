@@ -19,6 +19,7 @@ import numpy as np
 
 from lnlab.data.base import Dataset, Options, as_dataset, split_indices
 from lnlab.data.text import load_pystdlib
+from lnlab.data.wordnet import load_wordnet
 from lnlab.errors import LnlabError
 from lnlab.io import save_npz, write_with
 from lnlab.limits import array_bytes, require_memory
@@ -238,6 +239,7 @@ BUILTIN: dict[str, Callable[[Options, int], Dataset]] = {
     "random": load_random,
     "tokens": load_tokens,
     "pystdlib": load_pystdlib,
+    "wordnet": load_wordnet,
 }
 
 

@@ -106,8 +106,9 @@ class Experiment:
 
         The seeds are ``first_seed, first_seed + 1, …`` (a replication uses a second,
         disjoint range)."""
-        if scale not in SCALES:
-            raise LnlabError(f"unknown scale {scale!r}: use {' or '.join(SCALES)}")
+        scales = (*SCALES, *getattr(self._mod, "EXTRA_SCALES", ()))  # e.g. memorization's paper
+        if scale not in scales:
+            raise LnlabError(f"unknown scale {scale!r}: use {' or '.join(scales)}")
         n = self.seeds[scale] if seeds is None else seeds
         if n < 1:
             raise LnlabError(f"--seeds must be at least 1 (got {n})")

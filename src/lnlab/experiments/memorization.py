@@ -57,7 +57,8 @@ NAME = "memorization"
 DESCRIPTION = ("Singhal & Kim: removing LayerNorm's affine parameters hurts learning in "
                "Pre-LN transformers but suppresses memorization of noisy labels in Post-LN "
                "ones; early LNs matter most; learning gradients dominate memorization ones.")
-SEEDS = {"quick": 5, "full": 5}
+SEEDS = {"quick": 5, "full": 5, "paper": 4}
+EXTRA_SCALES = ("paper",)  # a real pretrained checkpoint: lnlab.experiments.memorization_pretrained
 OPTIONS = {
     "model": "models to test instead of the built-in settings, comma-separated: hf:ARCH"
              "[:layers=3,dim=32,heads=4,dropout=0] (bert, gpt2, gpt_neo, ...) or an lnlab "
@@ -333,6 +334,14 @@ def sweep(scale: str, seeds: list[int], *, model: str | None = None, data: str |
     if nz is not None and nz >= 1:
         raise LnlabError(f"option noise must be below 1, got {noise}")
     ep, lrv = _num(epochs, int, "epochs"), _num(lr, float, "lr")
+    if scale == "paper" or (init and not model):  # fine-tune a real pretrained checkpoint
+        from lnlab.experiments.memorization_pretrained import pretrained_configs
+
+        if model:
+            raise LnlabError("--scale paper fine-tunes a checkpoint: use --init, not --model")
+        small = bool(tiny) and tiny not in ("0", "false")
+        return pretrained_configs(seeds, checkpoint=init, data=data, noise=nz, arms=arms,
+                                  epochs=ep, lr=lrv, tiny=small)
     if model or data or init:
         configs = _user_sweep(model, data, init, nz, arms, ep, lrv)
     elif tiny and tiny not in ("0", "false"):
@@ -411,6 +420,11 @@ def run(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """One seed of one (setting, family): the intact model, then each removal arm."""
     from dataclasses import replace
 
+    if config.get("regime") == "pretrained":
+        from lnlab.experiments.memorization_pretrained import run_pretrained
+
+        return run_pretrained(config, run_dir)
+
     from lnlab.analysis.memorization import run_protocol
     from lnlab.train import TrainConfig
 
@@ -472,6 +486,10 @@ def _sites(r: Run, arm: str = "intact", kind: str = "learn_total") -> list[tuple
             if k.startswith(pre) and isinstance(v, int | float)]
     if order and all(n in order for n, _ in vals):
         return sorted(vals, key=lambda nv: order[nv[0]])
+    listed = r.summary.get("ln_order")  # the pretrained setting records the order as a list
+    if isinstance(listed, list) and all(n in listed for n, _ in vals):
+        pos = {n: i for i, n in enumerate(listed)}
+        return sorted(vals, key=lambda nv: pos[nv[0]])
     return sorted(vals, key=lambda nv: _natural(nv[0]))
 
 
