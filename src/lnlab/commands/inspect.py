@@ -44,6 +44,8 @@ def load_for_inspect(model: str, *, input_shape: tuple[int, ...] = (40,), num_cl
     from lnlab.limits import array_bytes, build_within_memory, require_memory
     from lnlab.models import build_model
 
+    if vocab_size is not None and vocab_size < 2:
+        raise LnlabError(f"--vocab-size must be at least 2, got {vocab_size}")
     require_memory(array_bytes((2, *input_shape), 8), f"an example input of shape {input_shape}")
     m = build_within_memory(lambda: build_model(model, input_shape=input_shape,
                                                 num_classes=num_classes, vocab_size=vocab_size),
