@@ -130,3 +130,36 @@ def test_build_within_memory_checks_on_the_meta_device():
         build_within_memory(lambda: torch.nn.Linear(10**7, 10**7), "big")
     with pytest.raises(LnlabError, match="too large to build"):
         build_within_memory(lambda: torch.nn.Linear(4, 10**20), "absurd")
+
+
+def test_a_permission_error_is_a_user_error_naming_the_file(tmp_path, monkeypatch):
+    """What a read-only directory gives a non-root user (root ignores permissions)."""
+    import tempfile
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    with pytest.raises(LnlabError, match=r"cannot write .*x\.csv: Permission denied"):
+        write_atomic(tmp_path / "x.csv", "a")
+    monkeypatch.setattr("os.open", denied)
+    with pytest.raises(LnlabError, match=r"cannot write .*\.lnlab\.lock: Permission denied"), \
+            dir_lock(tmp_path, "t"):
+        pass
+
+
+def test_a_store_that_cannot_be_written_is_a_user_error(tmp_path, monkeypatch):
+    import sqlite3
+
+    from lnlab.runner.store import Store
+
+    with Store.open(tmp_path, create=True):
+        pass
+    real = sqlite3.connect
+
+    def read_only(db, *a, **k):  # what a read-only directory or file gives the driver
+        return real(f"{Path(db).resolve().as_uri()}?mode=ro", *a, uri=True, **k)
+
+    monkeypatch.setattr(sqlite3, "connect", read_only)
+    with pytest.raises(LnlabError, match=r"cannot write results store .*results\.sqlite"):
+        Store.open(tmp_path, create=True).add_runs("e", [("k", {})])
