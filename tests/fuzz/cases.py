@@ -8,6 +8,8 @@ names the problem: the option, the file, the field).
 from __future__ import annotations
 
 TRAIN = ["train", "--data", "good.npz", "--model", "mlp:depth=1,width=8", "--epochs", "1"]
+MEM = ["run", "memorization", "--scale", "quick", "--seeds", "1", "--no-progress", "--out",
+       "res"]
 RUN_OUT = ["run", "baselines", "--scale", "quick", "--seeds", "1", "--no-progress"]
 
 CASES: list[tuple[str, tuple[str, ...], list[str], str]] = [
@@ -119,7 +121,7 @@ CASES: list[tuple[str, tuple[str, ...], list[str], str]] = [
     ("inspect-unknown-model", (), ["inspect", "resnet:depth=2"], r"resnet"),
     ("inspect-bad-option", (), ["inspect", "mlp:colour=red"], r"colour"),
     ("inspect-empty-spec", (), ["inspect", ""], r"model"),
-    ("inspect-huge-input-shape", (), ["inspect", "mlp", "--input-shape", "100000x100000"],
+    ("inspect-huge-input-shape", (), ["inspect", "mlp", "--input-shape", "1000000x1000000"],
      r"memory|GiB"),
     ("inspect-bad-input-shape", (), ["inspect", "mlp", "--input-shape", "a,b"],
      r"input-shape"),
@@ -140,7 +142,9 @@ CASES: list[tuple[str, tuple[str, ...], list[str], str]] = [
      r"memory|GiB"),
     ("bench-bad-dtype", (), ["bench", "norms", "--dtype", "int3"], r"dtype"),
     ("bench-json-is-dir", ("existing_dir",), ["bench", "norms", "--quick", "--json-out", "adir"],
-     r"adir"),
+     r"cannot write --json-out adir: it is a directory"),
+    ("bench-train-json-under-a-file", ("existing_file",),
+     ["bench", "train", "--json-out", "taken/x.json"], r"taken is not a directory"),
     ("bench-train-bad-model", (), ["bench", "train", "--model", "resnet"], r"resnet"),
     # ---------------------------------------------------------------- lnnet
     ("lnnet-curvature-zero-samples", (), ["lnnet", "curvature", "--samples", "0"],
@@ -163,6 +167,38 @@ CASES: list[tuple[str, tuple[str, ...], list[str], str]] = [
     ("plan-bad-scale", (), ["plan", "--scale", "tiny-ish"], r"scale"),
     ("plan-unknown-experiment", (), ["plan", "--experiment", "nope"], r"nope"),
     ("plan-zero-seeds", (), ["plan", "--seeds", "0"], r"seeds"),
+    # ---------------------------------------------------------------- more options
+    ("run-bad-noise", (), [*MEM, "-o", "noise=abc"], r"option noise must be a number"),
+    ("run-noise-above-one", (), [*MEM, "-o", "noise=2"], r"option noise must be below 1"),
+    ("run-init-missing", (), [*MEM, "--model", "hf:bert", "--init", "nowhere"], r"--init "
+     r"nowhere"),
+    ("run-data-missing", (), [*MEM, "--data", "missing.npz"], r"missing\.npz"),
+    ("run-bad-tiny", (), ["run", "ablation", "-o", "tiny=yes", "--out", "res"], r"tiny"),
+    ("run-storage-is-file", ("existing_file",),
+     [*RUN_OUT, "--out", "res", "--storage", "taken"], r"--storage taken exists and is not"),
+    ("reproduce-bad-scale", (), ["reproduce", "--scale", "x", "--out", "res"], r"scale"),
+    ("reproduce-out-is-file", ("existing_file",), ["reproduce", "--out", "taken"],
+     r"--out taken exists and is not a directory"),
+    ("plan-bad-device", (), ["plan", "--device", "tpu"], r"device"),
+    ("audit-zero-input-shape", (), ["audit", "mlp", "--input-shape", "0"], r"input_shape"),
+    ("audit-huge-input", (), ["audit", "mlp", "--input-shape", "100000000000"],
+     r"needs about .* of memory"),
+    ("audit-unknown-hf", (), ["audit", "hf:nonsense"], r"nonsense"),
+    ("inspect-zero-vocab", (), ["inspect", "transformer", "--vocab-size", "0"],
+     r"--vocab-size must be at least 2"),
+    ("bench-train-negative-threads", (), ["bench", "train", "--threads", "-2"], r"threads"),
+    ("bench-train-unknown-data", (), ["bench", "train", "--data", "nope"], r"nope"),
+    ("train-wd-exclude-no-match", ("good_npz",), [*TRAIN, "--wd-exclude", "zzz["], r"zzz"),
+    ("train-tokens-into-mlp", (), ["train", "--data", "tokens:n=40", "--model", "mlp",
+                                   "--epochs", "1"], r"token ids"),
+    ("train-stop-acc-above-one", ("good_npz",), [*TRAIN, "--stop-at-train-acc", "2"],
+     r"stop_at_train_acc"),
+    ("train-negative-clip", ("good_npz",), [*TRAIN, "--clip", "-1"], r"clip"),
+    ("train-negative-warmup", ("good_npz",), [*TRAIN, "--warmup", "-1"], r"warmup"),
+    ("train-zero-eval-every", ("good_npz",), [*TRAIN, "--eval-every", "0"], r"eval_every"),
+    ("lnnet-vc-too-many-layers", (), ["lnnet", "vc", "--layers", "40"], r"layers=40"),
+    ("lnnet-construct-huge", (), ["lnnet", "construct", "--points", "10000000000"],
+     r"LN-Net for 10000000000 points needs about"),
     # ---------------------------------------------------------------- usage errors
     ("usage-unknown-command", (), ["frobnicate"], r"frobnicate"),
     ("usage-not-an-int", (), ["train", "--epochs", "ten"], r"--epochs"),

@@ -159,7 +159,8 @@ def hf_auto_map(d: Path) -> None:
     m = d / "remote"
     m.mkdir()
     (m / "config.json").write_text(json.dumps({
-        "model_type": "bert", "architectures": ["Evil"],
+        "model_type": "bert", "architectures": ["Evil"], "vocab_size": 30, "hidden_size": 8,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16,
         "auto_map": {"AutoModel": "evil.EvilModel"}}))
     (m / "evil.py").write_text("raise SystemExit('custom code ran')\n")
 

@@ -39,6 +39,19 @@ def _parse_shapes(text: str | None, quick: bool) -> list[tuple[int, int]]:
     return shapes
 
 
+def _check_output(path: str | None) -> None:
+    """A --json path that cannot be written fails before minutes of benchmarking."""
+    from pathlib import Path
+
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise LnlabError(f"cannot write --json-out {p}: it is a directory")
+    if p.parent.exists() and not p.parent.is_dir():
+        raise LnlabError(f"cannot write --json-out {p}: {p.parent} is not a directory")
+
+
 def _check_threads(threads: int | None) -> None:
     if threads is not None and threads < 0:
         raise LnlabError(f"--threads must be >= 1 (or omitted: leave as is), got {threads}")
@@ -93,6 +106,7 @@ def register(app: typer.Typer) -> None:
         _check_threads(threads)
         if clock not in ("wall", "cpu"):
             raise LnlabError(f"unknown --clock {clock!r}: use wall or cpu")
+        _check_output(json_path)
         _maybe_reexec_with_malloc_env()
         if threads:
             torch.set_num_threads(threads)
@@ -151,6 +165,7 @@ def register(app: typer.Typer) -> None:
         from lnlab.bench.train import write_json as write_train_json
 
         _check_threads(threads)
+        _check_output(json_path)
         if model != "sequential-mlp":  # a bad spec fails before any data is generated
             from lnlab.models import parse_model_spec
 

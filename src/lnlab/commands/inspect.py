@@ -39,6 +39,8 @@ def load_for_inspect(model: str, *, input_shape: tuple[int, ...] = (40,), num_cl
     from lnlab.limits import array_bytes, build_within_memory, require_memory
     from lnlab.models import build_model
 
+    if vocab_size is not None and vocab_size < 2:
+        raise LnlabError(f"--vocab-size must be at least 2, got {vocab_size}")
     def build() -> nn.Module:
         return build_model(with_hf_layers(model, layers), input_shape=input_shape,
                            num_classes=num_classes, vocab_size=vocab_size)

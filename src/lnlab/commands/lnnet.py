@@ -58,6 +58,9 @@ def register(app: typer.Typer) -> None:
         if plot is not None and (plot.is_dir() or not plot.parent.is_dir()):
             why = "it is a directory" if plot.is_dir() else f"{plot.parent} is not a directory"
             raise LnlabError(f"cannot write --plot-out {plot}: {why}")
+        # one LN layer (a small module, a few KiB with its tensors) per point
+        require_memory(4096.0 * points + array_bytes((points, dim), 8),
+                       f"an LN-Net for {points} points")
         X, y = random_problem(points, dim, classes, seed)
         t0 = time.perf_counter()
         c = construct(X, y, strategy=strategy)

@@ -73,6 +73,13 @@ def _check_device(device: str) -> None:
         raise LnlabError(f"unknown --device {device!r}: use {', '.join(DEVICES)}")
 
 
+def _check_dirs(out: Path, storage: Path | None) -> None:
+    """--out and --storage must be directories (or not exist yet), checked before any run."""
+    for opt, d in (("--out", out), ("--storage", storage)):
+        if d is not None and d.exists() and not d.is_dir():
+            raise LnlabError(f"{opt} {d} exists and is not a directory")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("run")
     def run_cmd(
@@ -105,6 +112,7 @@ def register(app: typer.Typer) -> None:
         opts = _parse_options(option)
         opts.update(_named_options(model=model, data=data, init=init))
         _check_device(device)
+        _check_dirs(out, storage)
         get_experiment(experiment).configs(scale, seeds, opts)  # bad input: fail before Ray
         with make_backend(backend, workers=workers, address=address) as be:
             results = [run_experiment(experiment, out, scale=scale, seeds=seeds, options=opts,
@@ -132,6 +140,7 @@ def register(app: typer.Typer) -> None:
         console = Console(soft_wrap=True)
         names = available()
         _check_device(device)
+        _check_dirs(out, storage)
         for name in names:  # all input checked before anything runs
             get_experiment(name).configs(scale)
         # one backend for every experiment: a Ray instance starts (or joins) once
