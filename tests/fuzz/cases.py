@@ -37,6 +37,8 @@ CASES: list[tuple[str, tuple[str, ...], list[str], str]] = [
     ("report-garbage-store", ("store_garbage",), ["report", "res"], r"not an SQLite file"),
     ("report-empty-store", ("store_empty",), ["report", "res"], r"results\.sqlite is empty"),
     ("report-foreign-sqlite", ("store_foreign",), ["report", "res"], r"not an lnlab results"),
+    ("run-unknown-hf-arch", (), ["run", "memorization", "--model", "hf:nonsense", "--out",
+     "res", "--no-progress"], r"unknown Hugging Face architecture 'nonsense'"),
     ("run-truncated-store", ("store_truncated",), [*RUN_OUT, "--out", "res"],
      r"damaged|not an"),
     ("run-empty-store", ("store_empty",), [*RUN_OUT, "--out", "res"], r"is empty"),

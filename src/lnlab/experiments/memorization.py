@@ -281,6 +281,8 @@ def _user_sweep(model: str | None, data: str | None, init: str | None, noise: fl
                 arms: str | None, epochs: int | None, lr: float | None) -> list[dict]:
     from lnlab.analysis.memorization import ARMS
     from lnlab.data import load_dataset
+    from lnlab.models import parse_model_spec
+    from lnlab.models.hf import tiny_config
     from lnlab.models.hf_classifier import parse_hf_model
 
     data = data or "tokens:n=2500,length=16"
@@ -294,7 +296,9 @@ def _user_sweep(model: str | None, data: str | None, init: str | None, noise: fl
                          "(no config.json)")
     for s in specs:
         if s.startswith("hf:"):
-            parse_hf_model(s)
+            source, _ = parse_hf_model(s)
+            if init is None and not parse_model_spec(s).path:
+                tiny_config(source)  # an unknown architecture fails here, not in every run
             if info.kind != "tokens":
                 raise LnlabError(f"{s} needs token data; {data} holds {info.kind} inputs")
     arm_list = [a.strip() for a in (arms or "all").split(",") if a.strip()]
