@@ -77,6 +77,11 @@ window.addEventListener("load", function () {
     }
   });
   out.height = document.documentElement.scrollHeight;
+  var box = document.getElementById("lightbox");
+  imgs[0].click();  // a figure opens at full size in the lightbox, a click closes it
+  out.lightbox = [box.open, box.querySelector("img").src === imgs[0].src];
+  box.click();
+  out.lightbox.push(box.open);
   out.toc = Array.prototype.map.call(document.querySelectorAll("nav.toc a"), function (a) {
     return [a.getAttribute("href"), !!document.getElementById(a.getAttribute("href").slice(1))];
   });
@@ -131,6 +136,7 @@ def test_report_page_in_headless_chromium(report_html, tmp_path, width):
     assert got["sorted_by_id"] == sorted(got["all"])
     assert got["scroll_width"] <= got["width"], "the page scrolls sideways"
     assert got["overflow"] == []
+    assert got["lightbox"] == [True, True, False]
     assert got["toc"] and all(ok for _, ok in got["toc"]), got["toc"]
 
     shot = tmp_path / f"report-{width}.png"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from decimal import Decimal
 
 __all__ = ["SIG", "fmt_cell", "fmt_num", "natural_key", "sort_rows"]
 
@@ -27,14 +28,12 @@ def fmt_num(x: float, sig: int = SIG) -> str:
         return "inf" if x > 0 else "-inf"
     if x == 0:
         return "0"
-    rounded = float(f"{x:.{sig - 1}e}")  # rounding may carry into the next power of ten
-    exp = math.floor(math.log10(abs(rounded)))
+    sci = f"{x:.{sig - 1}e}"  # rounds once, at the sig-th figure (may carry: 999.96 → 1.00e+03)
+    mant, exp = sci.split("e")[0], int(sci.split("e")[1])
     if -3 <= exp < 5:
-        decimals = max(0, sig - 1 - exp)
-        text = f"{rounded:.{decimals}f}"
+        text = format(Decimal(sci), "f")
         return text.rstrip("0").rstrip(".") if "." in text else text
-    mant = f"{rounded / 10 ** exp:.{sig - 1}f}".rstrip("0").rstrip(".")
-    return f"{mant}e{exp}"
+    return f"{mant.rstrip('0').rstrip('.')}e{exp}"
 
 
 def fmt_cell(text: str, sig: int = SIG) -> str:
