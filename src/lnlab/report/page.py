@@ -68,7 +68,7 @@ def claim_row(c: ClaimResult, s: ExperimentSection) -> dict[str, Any]:
         "measured": measured_text(c), "n": m.n if m else 0,
         "sort_value": "" if est is None else repr(float(est)),
         "per_seed": per_seed_text(c) if m and m.values else "",
-        "verdict": c.verdict, "why": c.reason + (f"; {note}" if note else ""),
+        "verdict": c.verdict, "why": fmt_cell(c.reason) + (f"; {note}" if note else ""),
     }
 
 
