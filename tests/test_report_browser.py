@@ -182,6 +182,14 @@ def _resolve(name: str) -> Experiment:
 
 
 @pytest.fixture(scope="module")
+def binary() -> str:
+    found = _browser()
+    if found is None:
+        pytest.skip("no Chromium found (install Debian's `chromium`; .ci/run does)")
+    return found
+
+
+@pytest.fixture(scope="module")
 def report_html(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run")
     run_sweep(out, "toy", "test_runner_toy", toy.sweep("quick", [0, 1, 2]), scale="quick",
@@ -192,10 +200,7 @@ def report_html(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("width", [1280, 500])  # headless Chromium's narrowest window
-def test_report_page_in_headless_chromium(report_html, tmp_path, width):
-    binary = _browser()
-    if binary is None:
-        pytest.skip("no Chromium found (install Debian's `chromium`; .ci/run does)")
+def test_report_page_in_headless_chromium(binary, report_html, tmp_path, width):
     page = tmp_path / "page.html"
     text = report_html.read_text()
     assert "</body>" in text

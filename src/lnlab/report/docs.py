@@ -35,8 +35,12 @@ def _provenance(rep: Report, commit: str, sections: list[ExperimentSection]) -> 
         for k, v in s.sweep.versions.items():
             versions.setdefault(k, set()).add(str(v))
     lib = ", ".join(f"{k} {' / '.join(sorted(v))}" for k, v in versions.items()) or "not recorded"
-    return [f"- code: {commit}", f"- report date: {rep.created}",
-            f"- library versions (recorded with the runs): {lib}"]
+    started = min((s.sweep.started for s in sections), default="–")
+    done = [s.sweep.finished for s in sections if s.sweep.finished]
+    finished = max(done) if done and len(done) == len(sections) else "not finished"
+    return [f"- code: {commit}", f"- runs: {started} → {finished}",
+            f"- report date: {rep.created}",
+            f"- environment (recorded with the runs): {lib}"]
 
 
 def _page(rep: Report, s: ExperimentSection, commit: str) -> str:
