@@ -1,4 +1,5 @@
-"""``lnlab report DIR``: rebuild claims.json, report.md and report.html from the store."""
+"""``lnlab report DIR``: rebuild claims.json, report.md and report.html from the store;
+``--docs DOCS`` also writes the results pages for ``docs/`` from the same analysis."""
 
 from __future__ import annotations
 
@@ -14,11 +15,15 @@ def register(app: typer.Typer) -> None:
     @app.command("report")
     def report_cmd(
         out: Annotated[Path, typer.Argument(help="output directory of `lnlab run`")],
+        docs: Annotated[Path | None, typer.Option(
+            "--docs", help="also write the results pages (README.md and one page per "
+                           "experiment, with commit, date and versions) into this folder, "
+                           "e.g. docs/results")] = None,
     ) -> None:
         """Write the claims table, results tables and figures of an output directory."""
         from lnlab.report import build_report
 
-        paths = build_report(out)
+        paths = build_report(out, docs_dir=docs)
         doc = json.loads(paths["claims.json"].read_text())
         console = Console(soft_wrap=True)
         console.print("claims: " + ", ".join(f"{n} {v}" for v, n in doc["verdicts"].items()))

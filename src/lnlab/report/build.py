@@ -4,14 +4,13 @@ The report is computed from the store alone (never from in-memory state of a run
 ``lnlab report DIR`` can rebuild it at any time, e.g. after a sweep was resumed. For each
 experiment the latest sweep decides which runs count; the experiment's ``analyze`` turns them
 into per-seed measurements, its claims' rules into verdicts, its ``figures`` into PNGs. The
-HTML embeds the PNGs as base64 and uses inline CSS, so it is one file that opens anywhere.
+HTML (:mod:`lnlab.report.page`, Jinja2 templates) embeds the PNGs as base64 and inlines its
+CSS and script, so it is one file that opens anywhere, offline.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import html
 import json
 import math
 import os
@@ -28,10 +27,11 @@ from lnlab.experiments.claims import CHECK_OUTCOMES, VERDICTS, ClaimResult, eval
 from lnlab.experiments.framework import Experiment, Results
 from lnlab.io import dir_lock
 from lnlab.report.files import write_atomic
+from lnlab.report.fmt import fmt_cell, fmt_num, sort_rows
+from lnlab.report.page import render_html
 from lnlab.report.replication import (
     Replication,
     collect_replication,
-    replication_html,
     replication_json,
     replication_markdown,
 )
@@ -195,7 +195,8 @@ BUILDS = ".report"  # every build in its own folder; "current" names the one sho
 
 
 def build_report(out_dir: str | Path,
-                 resolve: Callable[[str], Experiment] | None = None) -> dict[str, Path]:
+                 resolve: Callable[[str], Experiment] | None = None,
+                 docs_dir: str | Path | None = None) -> dict[str, Path]:
     """Collect and write the report files as one set; returns their paths.
 
     Why a set: ``claims.json``, ``report.md``, ``report.html`` and ``figures/`` must come
@@ -204,6 +205,9 @@ def build_report(out_dir: str | Path,
     ``.report/current`` at it. The files in ``out_dir`` are fixed symlinks through
     ``current``, so a reader sees the whole previous build or the whole new one, never a
     mix. Older builds are removed afterwards.
+
+    ``docs_dir``: also write the results pages for ``docs/`` there (:mod:`lnlab.report.docs`),
+    from the same analysis; their paths are returned under ``docs/<name>``.
     """
     out = Path(out_dir)
     with Store.open(out) as store:  # fail on a bad store before anything is written
@@ -217,7 +221,8 @@ def build_report(out_dir: str | Path,
             (tmp / "figures").mkdir(exist_ok=True)
             write_atomic(tmp / "claims.json", render_json(rep))
             write_atomic(tmp / "report.md", render_markdown(rep))
-            write_atomic(tmp / "report.html", render_html(rep))
+            commit = code_version()
+            write_atomic(tmp / "report.html", render_html(rep, commit))
             tmp.chmod(0o755)  # mkdtemp makes 0700; reports are meant to be shared
             _point(builds / "current", tmp.name)
         except BaseException:
@@ -228,7 +233,31 @@ def build_report(out_dir: str | Path,
         for old in builds.iterdir():  # earlier builds, and any left by a killed process
             if old.is_dir() and not old.is_symlink() and old.name != tmp.name:
                 shutil.rmtree(old, ignore_errors=True)
-    return {name: out / name for name in REPORT_FILES[:3]}
+    paths = {name: out / name for name in REPORT_FILES[:3]}
+    if docs_dir is not None:
+        from lnlab.report.docs import write_docs
+
+        for p in write_docs(rep, docs_dir, commit):
+            paths[f"docs/{p.name}"] = p
+    return paths
+
+
+def code_version() -> str:
+    """``commit <sha>`` of the lnlab checkout (with ``+ local changes`` if dirty), else
+    ``lnlab <version>`` for an installed package."""
+    import subprocess
+
+    import lnlab
+
+    src = Path(lnlab.__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "-C", str(src), "rev-parse", "--short=12", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--", "."],
+                               capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return f"lnlab {lnlab.__version__}"
+    return f"commit {sha.strip()}" + (" + local changes" if dirty.strip() else "")
 
 
 def _point(link: Path, target: str) -> None:
@@ -292,9 +321,7 @@ def minimal_text(c: ClaimResult) -> str:
 
 
 def _num(x: float) -> str:
-    if not math.isfinite(x):
-        return str(x)
-    return f"{x:.4g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
+    return fmt_num(x)
 
 
 def _seeds_text(sw: SweepRow) -> str:
@@ -389,7 +416,8 @@ def render_markdown(rep: Report) -> str:
         if rows:
             lines += ["| " + " | ".join(map(_md, header)) + " |",
                       "|" + "---|" * len(header)]
-            lines += ["| " + " | ".join(map(_md, r)) + " |" for r in rows]
+            lines += ["| " + " | ".join(_md(fmt_cell(x)) for x in r) + " |"
+                      for r in sort_rows(rows)]
             lines.append("")
         for p in s.figures:
             rel = p.relative_to(rep.base) if p.is_relative_to(rep.base) else p
@@ -397,107 +425,6 @@ def render_markdown(rep: Report) -> str:
     return "\n".join(lines)
 
 
-_CSS = """
-body{font:14px/1.45 -apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1f2328;
-max-width:1100px;margin:2em auto;padding:0 1em}
-h1{font-size:1.7em;margin-bottom:.2em}h2{border-bottom:1px solid #d0d7de;padding-bottom:.2em;
-margin-top:2em}
-table{border-collapse:collapse;margin:1em 0;width:100%;font-size:13px}
-th,td{border:1px solid #d0d7de;padding:4px 8px;vertical-align:top;text-align:left}
-th{background:#f6f8fa}td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
-.verdict{font-weight:600;border-radius:10px;padding:1px 8px;white-space:nowrap}
-.meta{color:#59636e;font-size:13px}.note{background:#fff8c5;border-left:4px solid #d4a72c;
-padding:.4em .8em}.why{color:#59636e;font-size:12px}
-figure{display:inline-block;margin:.5em 1em .5em 0}figure img{max-width:100%;height:auto;
-border:1px solid #eee}figcaption{color:#59636e;font-size:12px}
-"""
-
-
-def _numeric(text: str) -> bool:
-    head = text.split(" ± ")[0].split(",")[0].split("/")[0].strip()
-    try:
-        float(head)
-    except ValueError:
-        return text.strip() == "–"
-    return True
-
-
 def _badge(verdict: str) -> str:
     return (f'<span class="verdict" style="color:{VERDICT_COLORS[verdict]};'
             f'background:{VERDICT_BG[verdict]}">{verdict}</span>')
-
-
-def render_html(rep: Report) -> str:
-    e = html.escape
-    parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-        f"<title>lnlab report</title><style>{_CSS}</style></head><body>",
-        "<h1>lnlab report</h1>",
-        f"<p class='meta'>Generated {e(rep.created)} · {len(rep.claims)} empirical claims: "
-        + ", ".join(f"{_badge(v)} {n}" for v, n in rep.verdict_counts().items())
-        + f" · {len(rep.checks)} checks: "
-        + ", ".join(f"{_badge(v)} {n}" for v, n in rep.check_counts().items()) + "</p>",
-        "<h2>Empirical claims</h2><table><tr><th>experiment</th><th>claim</th><th>source</th>"
-        "<th>effect</th><th>mean [CI]</th><th>n</th><th>per seed</th><th>detectable</th>"
-        "<th>verdict</th></tr>",
-    ]
-    for c in rep.claims:
-        n = c.measurement.n if c.measurement else 0
-        parts.append(
-            f"<tr><td>{e(c.experiment)}</td><td><b>{e(c.claim.id)}</b>: "
-            f"{e(c.claim.statement)}</td><td>{e(c.claim.source)}</td>"
-            f"<td>{e(c.claim.metric)}<div class='why'>{e(minimal_text(c))}; rule: "
-            f"{e(c.claim.rule.describe())}</div></td><td class='num'>{e(measured_text(c))}</td>"
-            f"<td class='num'>{n}</td><td class='num'>{e(per_seed_text(c))}</td>"
-            f"<td class='num'>{e(detectable_text(c))}</td>"
-            f"<td>{_badge(c.verdict)}<div class='why'>{e(c.reason)}"
-            f"{e('; ' + _section(rep, c).scale_note(c)) if _section(rep, c).scale_note(c) else ''}"
-            "</div></td></tr>")
-    parts.append("</table>")
-    parts.append("<h2>Checks</h2><table><tr><th>experiment</th><th>check</th><th>expected</th>"
-                 "<th>tolerance</th><th>measured</th><th>n</th><th>outcome</th></tr>")
-    for c in rep.checks:
-        n = c.measurement.n if c.measurement else 0
-        parts.append(
-            f"<tr><td>{e(c.experiment)}</td><td><b>{e(c.claim.id)}</b>: "
-            f"{e(c.claim.statement)}</td><td>{e(c.claim.expected)}</td>"
-            f"<td class='num'>{e(minimal_text(c))}</td><td class='num'>{e(measured_text(c))}</td>"
-            f"<td class='num'>{n}</td>"
-            f"<td>{_badge(c.verdict)}<div class='why'>{e(c.reason)}</div></td></tr>")
-    parts.append("</table>")
-    if rep.replication is not None:
-        parts += replication_html(rep.replication, _badge)
-    for s in rep.sections:
-        runs = ", ".join(f"{n} {k}" for k, n in s.counts.items() if n)
-        parts += [
-            f"<h2 id='{e(s.name)}'>{e(s.name)}</h2><p>{e(s.description)}</p>",
-            f"<p class='meta'>scale <b>{e(s.sweep.scale)}</b> · seeds {e(_seeds_text(s.sweep))}"
-            f" · runs: {e(runs)}<br>sweep {e(s.sweep.started)} → "
-            f"{e(s.sweep.finished or 'not finished')}<br>"
-            f"versions: {e(_versions_text(s.sweep.versions))}"
-            + (f"<br>options: {e(json.dumps(s.sweep.options))}" if s.sweep.options else "")
-            + "</p>",
-        ]
-        parts += [f"<p class='note'>{e(p)}</p>" for p in s.problems]
-        header, rows = s.table
-        if rows:
-            parts.append("<h3>Results</h3><table><tr>"
-                         + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
-            for r in rows:
-                parts.append("<tr>" + "".join(
-                    f"<td class='num'>{e(x)}</td>" if _numeric(x) else f"<td>{e(x)}</td>"
-                    for x in r) + "</tr>")
-            parts.append("</table>")
-        if s.figures:
-            parts.append("<h3>Figures</h3>")
-        for p in s.figures:
-            try:
-                data = base64.b64encode(p.read_bytes()).decode()
-            except OSError as err:
-                parts.append(f"<p class='note'>figure {e(str(p))} missing: {e(str(err))}</p>")
-                continue
-            parts.append(f"<figure><img alt='{e(p.stem)}' src='data:image/png;base64,{data}'>"
-                         f"<figcaption>{e(p.stem)}</figcaption></figure>")
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
