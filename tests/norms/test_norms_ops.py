@@ -191,14 +191,15 @@ SMALL_GROUP_CFGS = [  # center, detach_mean, detach_std, ada
 ]
 
 
-@pytest.mark.parametrize("d", [8, 16, 32, 64, 12, 96])
+@pytest.mark.parametrize("d", [8, 16, 32, 64, 96, 128, 12, 20, 160])
 @pytest.mark.parametrize("cfg", SMALL_GROUP_CFGS)
 @pytest.mark.parametrize("affine", ["wb", "w", "none"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_op_small_groups_equal_math(d: int, cfg, affine: str, dtype) -> None:
-    """LN-G with small groups has its own kernel paths (row by row; group sizes 8-64 as
-    literals with explicit vector sums, others with a runtime size): each agrees with the
-    tensor-code formulas, in float64 and float32."""
+    """LN-G with small groups has its own kernel paths (row by row, sums in explicit
+    vectors; group sizes 8-128 as literals, others up to 128 with a runtime size and a
+    scalar tail; larger groups one by one): each agrees with the tensor-code formulas, in
+    float64 and float32."""
     _need_kernels()
     groups, rows = 8, 5
     n = groups * d
@@ -223,17 +224,18 @@ def test_op_small_groups_equal_math(d: int, cfg, affine: str, dtype) -> None:
         torch.testing.assert_close(a.double(), e, **tol)
 
 
-@pytest.mark.parametrize("d", [16, 12])
-def test_op_small_groups_threads(d: int) -> None:
-    """Past the parallel threshold the small-group rows are split over threads, and the
-    weight / bias gradients summed over them: same result as one thread."""
+@pytest.mark.parametrize(("rows", "groups", "d"), [(301, 16, 16), (301, 16, 12), (1, 2048, 16)])
+def test_op_small_groups_threads(rows: int, groups: int, d: int) -> None:
+    """Past the parallel threshold the small-group rows are split over threads (or, with
+    fewer rows than threads, the groups), and the weight / bias gradients summed over them:
+    same result as one thread."""
     _need_kernels()
     g = torch.Generator().manual_seed(3)
-    x = torch.randn(301, 8 * d * 2, generator=g, dtype=torch.float64)  # > 32768 elements
+    x = torch.randn(rows, groups * d, generator=g, dtype=torch.float64)  # >= 32768 elements
     w, b = torch.randn(x.shape[1], generator=g, dtype=torch.float64), torch.randn(
         x.shape[1], generator=g, dtype=torch.float64)
     dy = torch.randn_like(x)
-    c = (16, 1e-5, True, False, False, False, 1.0, 0.0)
+    c = (groups, 1e-5, True, False, False, False, 1.0, 0.0)
     outs = []
     before = torch.get_num_threads()
     try:
@@ -245,7 +247,7 @@ def test_op_small_groups_threads(d: int) -> None:
         torch.set_num_threads(before)
     for a, e in zip(outs[1], outs[0], strict=True):
         torch.testing.assert_close(a, e)
-    y2, _ = _fwd_math(x, w, b, 16, 1e-5, True, False, 1.0, 0.0)
+    y2, _ = _fwd_math(x, w, b, groups, 1e-5, True, False, 1.0, 0.0)
     torch.testing.assert_close(outs[0][0], y2)
 
 
