@@ -31,7 +31,7 @@ def test_bad_arguments_are_one_line_errors(capsys: pytest.CaptureFixture) -> Non
     from lnlab.cli import main
 
     for args, msg in ((["--shapes", "100000000x100000"], "needs about"),
-                      (["--shapes", "4x"], "bad --shapes"), (["--clock", "sun"], "unknown clock"),
+                      (["--shapes", "4x"], "bad --shapes"), (["--clock", "sun"], "unknown --clock"),
                       (["--threads", "-1"], "--threads")):
         assert main(["bench", "norms", *args]) == 2, args
         err = capsys.readouterr().err
