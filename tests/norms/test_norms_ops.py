@@ -185,6 +185,72 @@ def test_op_kernel_equals_math_fallback(cfg, affine: bool) -> None:
         torch.testing.assert_close(a, e)
 
 
+SMALL_GROUP_CFGS = [  # center, detach_mean, detach_std, ada
+    (True, False, False, False), (True, True, True, False), (True, False, False, True),
+    (False, False, False, False),
+]
+
+
+@pytest.mark.parametrize("d", [8, 16, 32, 64, 96, 128, 12, 20, 160])
+@pytest.mark.parametrize("cfg", SMALL_GROUP_CFGS)
+@pytest.mark.parametrize("affine", ["wb", "w", "none"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_op_small_groups_equal_math(d: int, cfg, affine: str, dtype) -> None:
+    """LN-G with small groups has its own kernel paths (row by row, sums in explicit
+    vectors; group sizes 8-128 as literals, others up to 128 with a runtime size and a
+    scalar tail; larger groups one by one): each agrees with the tensor-code formulas, in
+    float64 and float32."""
+    _need_kernels()
+    groups, rows = 8, 5
+    n = groups * d
+    g = torch.Generator().manual_seed(d)
+    x = torch.randn(rows, n, generator=g, dtype=torch.float64) * 1.7 + 0.6
+    w = torch.randn(n, generator=g, dtype=torch.float64) if affine != "none" else None
+    b = torch.randn(n, generator=g, dtype=torch.float64) if affine == "wb" else None
+    dy = torch.randn(rows, n, generator=g, dtype=torch.float64)
+    center, dm, ds, ada = cfg
+    c = (groups, 1e-5, center, dm, ds, ada, 1.5, 0.2)
+    y2, st2 = _fwd_math(x, w, b, groups, 1e-5, center, ada, 1.5, 0.2)
+    want = _bwd_math(dy, x, w, st2, groups, center, dm, ds, ada, 1.5, 0.2, w is not None,
+                     b is not None)
+    cast = [None if t is None else t.to(dtype) for t in (x, w, b, dy)]
+    y, st = torch.ops.lnlab.norm_fwd(*cast[:3], *c)
+    got = torch.ops.lnlab.norm_bwd(cast[3], cast[0], cast[1], st, *c, w is not None,
+                                   b is not None)
+    tol = {} if dtype == torch.float64 else {"atol": 2e-5, "rtol": 2e-5}
+    torch.testing.assert_close(y.double(), y2, **tol)
+    torch.testing.assert_close(st.double(), st2, **tol)
+    for a, e in zip(got, want, strict=True):
+        torch.testing.assert_close(a.double(), e, **tol)
+
+
+@pytest.mark.parametrize(("rows", "groups", "d"), [(301, 16, 16), (301, 16, 12), (1, 2048, 16)])
+def test_op_small_groups_threads(rows: int, groups: int, d: int) -> None:
+    """Past the parallel threshold the small-group rows are split over threads (or, with
+    fewer rows than threads, the groups), and the weight / bias gradients summed over them:
+    same result as one thread."""
+    _need_kernels()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(rows, groups * d, generator=g, dtype=torch.float64)  # >= 32768 elements
+    w, b = torch.randn(x.shape[1], generator=g, dtype=torch.float64), torch.randn(
+        x.shape[1], generator=g, dtype=torch.float64)
+    dy = torch.randn_like(x)
+    c = (groups, 1e-5, True, False, False, False, 1.0, 0.0)
+    outs = []
+    before = torch.get_num_threads()
+    try:
+        for nt in (1, 2):
+            torch.set_num_threads(nt)
+            y, st = torch.ops.lnlab.norm_fwd(x, w, b, *c)
+            outs.append((y, st, *torch.ops.lnlab.norm_bwd(dy, x, w, st, *c, True, True)))
+    finally:
+        torch.set_num_threads(before)
+    for a, e in zip(outs[1], outs[0], strict=True):
+        torch.testing.assert_close(a, e)
+    y2, _ = _fwd_math(x, w, b, groups, 1e-5, True, False, 1.0, 0.0)
+    torch.testing.assert_close(outs[0][0], y2)
+
+
 @pytest.mark.parametrize("cfg", CFGS[:3] + CFGS[5:])
 def test_op_vmap_rules(cfg) -> None:
     """vmap over the ops directly: batched input (folded into rows) and batched gain (loop)."""
