@@ -569,7 +569,7 @@ def table(results: Results) -> tuple[list[str], list[list[str]]]:
 
 
 def figures(results: Results, out_dir: Path) -> list[Path]:
-    from lnlab.report.plots import COLORS, figure, save
+    from lnlab.plotting import COLORS, figure, save
 
     out_dir = Path(out_dir)
     paths: list[Path] = []

@@ -133,7 +133,7 @@ def analyze(results: Results) -> dict[str, Measurement]:
 
 
 def figures(results: Results, out_dir: Path) -> list[Path]:
-    from lnlab.report.plots import COLORS, bars_with_seeds, curves_with_band, figure, save
+    from lnlab.plotting import COLORS, bars_with_seeds, curves_with_band, figure, save
 
     out_dir = Path(out_dir)
     datasets = [d for d in DATASETS if len(results.select(dataset=d))]

@@ -607,7 +607,7 @@ def figures(results: Results, out_dir: Path) -> list[Path]:
     import numpy as np
 
     from lnlab.analysis.lnnet import plot_construction, random_problem
-    from lnlab.report.plots import COLORS, figure, save
+    from lnlab.plotting import COLORS, figure, save
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

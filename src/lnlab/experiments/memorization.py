@@ -744,7 +744,7 @@ def table(results: Results) -> tuple[list[str], list[list[str]]]:
 
 def figures(results: Results, out_dir: Path) -> list[Path]:
     """Figures in the style of the paper's Figs. 1–4 (one panel per setting / family)."""
-    from lnlab.report.plots import COLORS, bars_with_seeds, curves_with_band, figure, save
+    from lnlab.plotting import COLORS, bars_with_seeds, curves_with_band, figure, save
 
     out_dir = Path(out_dir)
     done = results.select(status="finished")

@@ -26,7 +26,7 @@ paper``; protocol notes §1.2–1.5, §5). What it does, per seed:
    ``later`` third of the blocks. Same batch order and dropout stream in every arm. For a
    Pre-LN checkpoint, the control arm ``folded`` removes the same parameters without changing
    the function at step 0: each LN's gain and bias are first folded into the linear maps that
-   read its output (:func:`lnlab.surgery.fold_affine`; an LN that also feeds anything else
+   read its output (:func:`lnlab.surgery_fold.fold_affine`; an LN that also feeds anything else
    is left intact and listed in ``folded/not_folded``).
 5. **What the reset alone does** (before any fine-tuning): mean |w − 1| and mean |b| of every
    pretrained LN, and on a fixed probe batch of training samples (eval mode) how far the
@@ -109,7 +109,7 @@ TINY: dict[str, Any] = {"n_train": 64, "n_test": 32, "noise": 0.05, "epochs": 1,
 THRESHOLDS = (50, 90, 100)
 FOLDED = "folded"
 """The control arm (Pre-LN only): every LN whose output feeds only linear maps has its gain
-and bias folded into them (:func:`lnlab.surgery.fold_affine`) and is then frozen at (1, 0) —
+and bias folded into them (:func:`lnlab.surgery_fold.fold_affine`) and is then frozen at (1, 0) —
 the parameters are removed but the function at step 0 is unchanged."""
 
 
@@ -210,7 +210,8 @@ def run_pretrained(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     )
     from lnlab.data import load_dataset
     from lnlab.models.pretrained import ln_affine_stats, load_pretrained_classifier
-    from lnlab.surgery import find_norms, fold_affine, select_sites, strip_affine
+    from lnlab.surgery import find_norms, select_sites, strip_affine
+    from lnlab.surgery_fold import fold_affine
     from lnlab.train import TrainConfig, derive_seed, train
 
     cfg = TrainConfig.from_dict(config["train"])

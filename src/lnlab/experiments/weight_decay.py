@@ -966,7 +966,7 @@ def figures(results: Results, out_dir: Path) -> list[Path]:
 
 
 def _fig_accuracy(results: Results, out_dir: Path) -> Path:
-    from lnlab.report.plots import COLORS, figure, save
+    from lnlab.plotting import COLORS, figure, save
 
     datasets = results.select(kind="train").values("dataset")
     with figure(ncols=max(1, len(datasets)), nrows=2, width=3.6, height=2.6) as (fig, axes):
@@ -1013,7 +1013,7 @@ def _fig_accuracy(results: Results, out_dir: Path) -> Path:
 
 
 def _fig_training(results: Results, out_dir: Path) -> Path | None:
-    from lnlab.report.plots import COLORS, curves_with_band, figure, save
+    from lnlab.plotting import COLORS, curves_with_band, figure, save
 
     sel = results.select(kind="train", dataset="mnist1d", status="finished")
     if not sel.runs:
@@ -1082,7 +1082,7 @@ def audit_rows(results: Results) -> tuple[list[str], list[list[str]]]:
 
 
 def _fig_audit(results: Results, out_dir: Path) -> Path | None:
-    from lnlab.report.plots import figure, save
+    from lnlab.plotting import figure, save
 
     header, rows = audit_rows(results)
     if not rows:
