@@ -1,6 +1,10 @@
 """What an experiment module is, and the read-side view of its results.
 
-An experiment is a plain module that reads like the method section of a paper::
+An experiment is a package that reads like the method section of a paper: ``__init__``
+(name, description, the claims), ``sweep.py`` (the settings, one declarative table row per
+scale), ``protocol.py`` (``run``: one run), ``measures.py`` (``analyze`` and the named
+measurement functions the claims test) and ``figures.py``. ``__init__`` re-exports what the
+framework reads, so to the framework it is one module::
 
     NAME = "baselines"
     DESCRIPTION = "MNIST-1D logistic regression and MLPs, the sanity check of the pipeline."
@@ -11,7 +15,8 @@ An experiment is a plain module that reads like the method section of a paper::
     def analyze(results) -> dict[str, Measurement]: ...   # per-seed numbers the claims test
     def figures(results, out_dir) -> list[Path]: ...      # PNGs for the report
 
-Optional: ``SEEDS = {"quick": 5, "full": 5}`` (default seed counts; quick ≥ 5), ``OPTIONS = {"name":
+Optional: ``EXTRA_SCALES`` (scales beyond quick and full: ``tiny``, a seconds-long smoke
+sweep), ``SEEDS = {"quick": 5, "full": 5}`` (default seed counts; quick ≥ 5), ``OPTIONS = {"name":
 "help"}`` (extra ``--option name=value`` passed to ``sweep`` as keywords), ``GROUP_BY``
 (config fields that name a row of the results table), ``TABLE_METRICS`` (summary keys shown,
 or ``(header, key, factor)`` triples), ``HEADLINE_METRIC`` (shown on the progress bar), and a
@@ -57,6 +62,9 @@ SCALES = ("quick", "full")
 # which a paired t interval is not dominated by its t quantile (t_{0.975,4} = 2.78 vs 4.30 at
 # 3 seeds); an experiment may ask for more.
 DEFAULT_SEEDS = {"quick": 5, "full": 5}
+# An experiment may add scales (``EXTRA_SCALES``): ``tiny``, a seconds-long smoke sweep for
+# tests, declared in its sweep table like the others; its default is enough seeds to pair.
+SMOKE_SEEDS = 2
 MIN_QUICK_SEEDS = 5
 
 
@@ -106,10 +114,10 @@ class Experiment:
 
         The seeds are ``first_seed, first_seed + 1, …`` (a replication uses a second,
         disjoint range)."""
-        scales = (*SCALES, *getattr(self._mod, "EXTRA_SCALES", ()))  # e.g. memorization's paper
+        scales = (*SCALES, *getattr(self._mod, "EXTRA_SCALES", ()))  # tiny, memorization's paper
         if scale not in scales:
             raise LnlabError(f"unknown scale {scale!r}: use {' or '.join(scales)}")
-        n = self.seeds[scale] if seeds is None else seeds
+        n = self.seeds.get(scale, SMOKE_SEEDS) if seeds is None else seeds
         if n < 1:
             raise LnlabError(f"--seeds must be at least 1 (got {n})")
         options = dict(options or {})
