@@ -160,8 +160,8 @@ def test_adanorm_probe_on_real_activations():
 
 @pytest.mark.slow
 def test_tiny_end_to_end(tmp_path):
-    res = run_experiment("ablation", tmp_path, scale="quick", seeds=3, workers=2,
-                         options={"tiny": "1"}, progress=False)
+    res = run_experiment("ablation", tmp_path, scale="tiny", seeds=3, workers=2,
+                         progress=False)
     assert res is not None
     from lnlab.report import build_report
 

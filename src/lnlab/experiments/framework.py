@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import math
+import operator
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -51,6 +52,7 @@ __all__ = [
     "SCALES",
     "Experiment",
     "Results",
+    "paired_values",
     "spearman",
     "train_resources",
     "train_run",
@@ -303,14 +305,17 @@ class Results:
             vals[r.seed] = v
         return Measurement(vals, unit=unit, excluded=excluded)
 
+    def by_seed(self, metric: str | Callable[[Run], float], where: Mapping[str, Any] | None
+                = None, /, **kw: Any) -> dict[int, float]:
+        """``per_seed``'s values alone: seed → value, finished runs only."""
+        return dict(self.per_seed(metric, where, **kw).values)
+
     def paired(self, metric: str | Callable[[Run], float], a: Mapping[str, Any],
                b: Mapping[str, Any], *, unit: str = "") -> Measurement:
         """Per-seed differences A − B over the seeds where both finished."""
         ma, mb = self.per_seed(metric, a), self.per_seed(metric, b)
-        common = sorted(set(ma.values) & set(mb.values))
-        lost = len(set(ma.values) ^ set(mb.values)) + ma.excluded + mb.excluded
-        return Measurement({s: ma.values[s] - mb.values[s] for s in common}, unit=unit,
-                           excluded=lost)
+        return paired_values(ma.values, mb.values, unit=unit,
+                             excluded=ma.excluded + mb.excluded)
 
     def count(self, status: str, where: Mapping[str, Any] | None = None, /, **kw: Any) -> int:
         return len(self.select(where, status=status, **kw).runs)
@@ -358,6 +363,19 @@ class Results:
             names = [_plain(x) for x in label] if group_by else ["all"]
             rows.append([*names, status, *cells])
         return header, rows
+
+
+def paired_values(a: Mapping[int, float], b: Mapping[int, float],
+                  op: Callable[[float, float], float] = operator.sub, *, unit: str = "",
+                  excluded: int = 0, note: str = "") -> Measurement:
+    """``op(a[s], b[s])`` for every seed both sides measured: the paired comparison.
+
+    A seed only one side has is lost to the comparison and counted in ``excluded``, on top of
+    the ``excluded`` runs the caller already lost (``Results.paired`` passes both sides').
+    """
+    common = sorted(set(a) & set(b))
+    return Measurement({s: op(a[s], b[s]) for s in common}, unit=unit,
+                       excluded=len(set(a) ^ set(b)) + excluded, note=note)
 
 
 def _plain(v: Any) -> str:
