@@ -56,18 +56,27 @@ def table(results: Results) -> tuple[list[str], list[list[str]]]:
 
 
 def figures(results: Results, out_dir: Path) -> list[Path]:
-    from lnlab.plotting import COLORS, figure, save
+    """Score against depth, convergence curves, and A1's gradient statistics on real batches."""
+    from lnlab.plotting import COLORS
 
     out_dir = Path(out_dir)
-    paths: list[Path] = []
     variants = _variants(results)
     color = {v: COLORS[i % len(COLORS)] for i, v in enumerate(variants)}
     tasks = [t for t in TASKS if len(results.select(task=t))]
     depths = sorted(results.values("depth"))
     if not tasks:
-        return paths
+        return []
+    made = [_by_depth(results, out_dir, variants, color, tasks, depths),
+            _convergence(results, out_dir, variants, color, tasks, depths),
+            _gradient_stats(results, out_dir, variants, color)]
+    return [p for p in made if p is not None]
 
-    # 1. score against depth per task; diverged runs as crosses at the chance level
+
+def _by_depth(results: Results, out_dir: Path, variants: list[str], color: dict[str, str],
+              tasks: list[str], depths: list[int]) -> Path | None:
+    """Score against depth per task; diverged runs as crosses at the chance level."""
+    from lnlab.plotting import figure, save
+
     with figure(ncols=len(tasks), width=2.9, height=2.6) as (fig, axes):
         axes = list(axes) if len(tasks) > 1 else [axes]
         for ax, task in zip(axes, tasks, strict=True):
@@ -93,9 +102,14 @@ def figures(results: Results, out_dir: Path) -> list[Path]:
                           else "test accuracy (%)")
             ax.set_title(TASK_LABELS.get(task, task))
         axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
-        paths.append(save(fig, out_dir / "ablation_by_depth.png"))
+        return save(fig, out_dir / "ablation_by_depth.png")
 
-    # 2. convergence: training (dashed) vs validation (solid) loss per variant, shallowest depth
+
+def _convergence(results: Results, out_dir: Path, variants: list[str],
+                 color: dict[str, str], tasks: list[str], depths: list[int]) -> Path | None:
+    """Training (dashed) vs validation (solid) loss per variant at the shallowest depth."""
+    from lnlab.plotting import figure, save
+
     shown = [v for v in ("layernorm", "layernorm_simple", ADANORM, "detach_both", "none")
              if v in variants]
     with figure(ncols=len(tasks), width=2.9, height=2.6) as (fig, axes):
@@ -118,9 +132,14 @@ def figures(results: Results, out_dir: Path) -> list[Path]:
             ax.set_title(f"{TASK_LABELS.get(task, task).removesuffix(' (bpc)')}, "
                          f"d={depths[0]}")
         axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=6)
-        paths.append(save(fig, out_dir / "ablation_convergence.png"))
+        return save(fig, out_dir / "ablation_convergence.png")
 
-    # 3. A1 on real batches: measured variance and mean of ∂ℓ/∂x against D_g/σ² and ḡ/σ
+
+def _gradient_stats(results: Results, out_dir: Path, variants: list[str],
+                    color: dict[str, str]) -> Path | None:
+    """A1 on real batches: measured variance and mean of ∂ℓ/∂x against D_g/σ² and ḡ/σ."""
+    from lnlab.plotting import figure, save
+
     pts: dict[str, list[tuple[float, float, float, float]]] = {}
     for r in results.select(status="finished").runs:
         for st in _gstat_sites(r):
@@ -128,29 +147,29 @@ def figures(results: Results, out_dir: Path) -> list[Path]:
                 pts.setdefault(r.get("variant"), []).append(
                     (st["g_var_over_sigma2"][site], var, st["g_mean_over_sigma"][site],
                      st["mean"][site]))
-    if pts:
-        with figure(ncols=2, width=3.4, height=3.0) as (fig, (ax1, ax2)):
-            for v in variants:
-                if v not in pts:
-                    continue
-                p = pts[v]
-                ax1.scatter([a[0] for a in p], [a[1] for a in p], s=6, color=color[v],
-                            label=VARIANTS[v][1], alpha=0.7)
-                ax2.scatter([a[2] for a in p], [a[3] for a in p], s=6, color=color[v],
-                            alpha=0.7)
-            for ax in (ax1, ax2):
-                lo, hi = ax.get_xlim()
-                ax.plot([lo, hi], [lo, hi], color="black", lw=0.7, ls=":")
-            ax1.set_xscale("log")
-            ax1.set_yscale("log")
-            ax1.set_xlabel("D_g/σ² (upstream variance / σ²)")
-            ax1.set_ylabel("measured var(∂ℓ/∂x)")
-            ax1.set_title("re-scaling: below the diagonal iff σ path kept")
-            ax2.set_xscale("symlog", linthresh=1e-6)
-            ax2.set_yscale("symlog", linthresh=1e-6)
-            ax2.set_xlabel("ḡ/σ")
-            ax2.set_ylabel("measured mean(∂ℓ/∂x)")
-            ax2.set_title("re-centring: 0 iff μ path kept")
-            ax1.legend(loc="upper left", fontsize=6)
-            paths.append(save(fig, out_dir / "ablation_gradient_stats.png"))
-    return paths
+    if not pts:
+        return None
+    with figure(ncols=2, width=3.4, height=3.0) as (fig, (ax1, ax2)):
+        for v in variants:
+            if v not in pts:
+                continue
+            p = pts[v]
+            ax1.scatter([a[0] for a in p], [a[1] for a in p], s=6, color=color[v],
+                        label=VARIANTS[v][1], alpha=0.7)
+            ax2.scatter([a[2] for a in p], [a[3] for a in p], s=6, color=color[v],
+                        alpha=0.7)
+        for ax in (ax1, ax2):
+            lo, hi = ax.get_xlim()
+            ax.plot([lo, hi], [lo, hi], color="black", lw=0.7, ls=":")
+        ax1.set_xscale("log")
+        ax1.set_yscale("log")
+        ax1.set_xlabel("D_g/σ² (upstream variance / σ²)")
+        ax1.set_ylabel("measured var(∂ℓ/∂x)")
+        ax1.set_title("re-scaling: below the diagonal iff σ path kept")
+        ax2.set_xscale("symlog", linthresh=1e-6)
+        ax2.set_yscale("symlog", linthresh=1e-6)
+        ax2.set_xlabel("ḡ/σ")
+        ax2.set_ylabel("measured mean(∂ℓ/∂x)")
+        ax2.set_title("re-centring: 0 iff μ path kept")
+        ax1.legend(loc="upper left", fontsize=6)
+        return save(fig, out_dir / "ablation_gradient_stats.png")
