@@ -416,7 +416,7 @@ def test_cli_runs_on_a_user_hf_dataset_dir(tmp_path):
 def test_tiny_sweep_end_to_end(tmp_path):
     from lnlab.experiments import run_experiment
 
-    res = run_experiment("memorization", tmp_path, options={"tiny": "1"}, seeds=1,
+    res = run_experiment("memorization", tmp_path, scale="tiny", seeds=1,
                          workers=1, progress=False)
     assert res.finished == 6 and res.failed == 0
 

@@ -9,7 +9,7 @@ import torch
 
 from lnlab.errors import LnlabError
 from lnlab.experiments import get_experiment
-from lnlab.experiments import memorization_pretrained as mp
+from lnlab.experiments.memorization import pretrained as mp
 from lnlab.models.pretrained import builtin_checkpoint_available
 
 pytestmark = pytest.mark.usefixtures("one_thread")

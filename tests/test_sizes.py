@@ -24,7 +24,6 @@ LONG_FILES: dict[str, str] = {
         "detection is being replaced by the norms consolidation (issue 16 item 1)",
     "lnlab/experiments/claims.py": "the claim kinds and their one evaluation rule each; the "
         "statistics are shared by all of them",
-    "lnlab/experiments/memorization.py": "not yet a package (issue 16 item 3)",
     "lnlab/experiments/weight_decay.py": "not yet a package (issue 16 item 3)",
     "lnlab/report/build.py": "being rewritten by the HTML-rendering work; left alone here",
     "lnlab/runner/store.py": "the SQLite schema, its migrations and queries in one place",
@@ -50,9 +49,9 @@ LONG_FUNCTIONS: dict[str, str] = {
         "one seeded pass (one random stream)",
     "lnlab/experiments/capacity/measures.py::analyze": "one line per claim's measurement, "
         "in claim order",
-    "lnlab/experiments/memorization.py::figures": "not yet a package (issue 16 item 3)",
-    "lnlab/experiments/memorization_pretrained.py::run_pretrained": "not yet part of the "
-        "memorization package (issue 16 item 3)",
+    "lnlab/experiments/memorization/pretrained.py::run_pretrained": "the pretrained "
+        "protocol in order: load, fold or reset the affines, fine-tune, measure; one seeded "
+        "stream runs through it",
     "lnlab/experiments/weight_decay.py::run_li_arora": "not yet a package (issue 16 item 3)",
     "lnlab/runner/driver.py::run_sweep": "the driver loop: submit, collect, store, resume",
     "lnlab/train/loop.py::_train": "the training loop, kept whole so its order of effects "
