@@ -24,7 +24,6 @@ LONG_FILES: dict[str, str] = {
         "detection is being replaced by the norms consolidation (issue 16 item 1)",
     "lnlab/experiments/claims.py": "the claim kinds and their one evaluation rule each; the "
         "statistics are shared by all of them",
-    "lnlab/experiments/weight_decay.py": "not yet a package (issue 16 item 3)",
     "lnlab/report/build.py": "being rewritten by the HTML-rendering work; left alone here",
     "lnlab/runner/store.py": "the SQLite schema, its migrations and queries in one place",
     "lnlab/surgery.py": "norm detection, stripping, swapping and HF checkpoint rewriting; "
@@ -52,7 +51,9 @@ LONG_FUNCTIONS: dict[str, str] = {
     "lnlab/experiments/memorization/pretrained.py::run_pretrained": "the pretrained "
         "protocol in order: load, fold or reset the affines, fine-tune, measure; one seeded "
         "stream runs through it",
-    "lnlab/experiments/weight_decay.py::run_li_arora": "not yet a package (issue 16 item 3)",
+    "lnlab/experiments/weight_decay/protocol.py::run_li_arora": "three float64 SGD "
+        "trajectories updated in lockstep on one batch order; its closures share that order "
+        "and the initialization",
     "lnlab/runner/driver.py::run_sweep": "the driver loop: submit, collect, store, resume",
     "lnlab/train/loop.py::_train": "the training loop, kept whole so its order of effects "
         "(step, hooks, evaluation, checkpoint) reads top to bottom",
