@@ -52,6 +52,7 @@ __all__ = [
     "SCALES",
     "Experiment",
     "Results",
+    "difference",
     "paired_values",
     "spearman",
     "train_resources",
@@ -376,6 +377,16 @@ def paired_values(a: Mapping[int, float], b: Mapping[int, float],
     common = sorted(set(a) & set(b))
     return Measurement({s: op(a[s], b[s]) for s in common}, unit=unit,
                        excluded=len(set(a) ^ set(b)) + excluded, note=note)
+
+
+def difference(a: Measurement, b: Measurement, *, unit: str = "", note: str = "") -> Measurement:
+    """``a − b`` for every seed both measurements have, when each already counted the runs it
+    lost (``excluded`` is their sum: a seed only one side has is one of those runs) and its
+    reasons not to decide (``blocked``, joined)."""
+    common = sorted(set(a.values) & set(b.values))
+    return Measurement({s: a.values[s] - b.values[s] for s in common}, unit=unit,
+                       excluded=a.excluded + b.excluded, note=note,
+                       blocked="; ".join(x for x in (a.blocked, b.blocked) if x))
 
 
 def _plain(v: Any) -> str:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from lnlab.experiments.ablation.protocol import LN2
 from lnlab.experiments.ablation.sweep import ADANORM, CLS_TASKS, LM_TASK, TASKS, VARIANTS
 from lnlab.experiments.claims import Measurement
-from lnlab.experiments.framework import Results, Run
+from lnlab.experiments.framework import Results, Run, difference
 
 __all__ = ["A1_GROUPS", "EXACT_TOL", "XU_TOL", "analyze", "closed_form_deviation",
            "pooled_difference", "score", "xu_deviation"]
@@ -174,11 +174,8 @@ def analyze(results: Results) -> dict[str, Measurement]:
                                  _cells(results, CLS_TASKS, [depths[-1]]))
         shallow = pooled_difference(results, "layernorm_simple", "detach_both",
                                     _cells(results, CLS_TASKS, [depths[0]]))
-        common = sorted(set(deep.values) & set(shallow.values))
-        out["A6 gap[deepest] − A6 gap[shallowest]"] = Measurement(
-            {s: deep.values[s] - shallow.values[s] for s in common}, unit="points",
-            excluded=deep.excluded + shallow.excluded,
-            note=f"depth {depths[-1]} vs {depths[0]}")
+        out["A6 gap[deepest] − A6 gap[shallowest]"] = difference(
+            deep, shallow, unit="points", note=f"depth {depths[-1]} vs {depths[0]}")
     if depths:
         out["acc[detach mean] − acc[detach std] (deepest)"] = pooled_difference(
             results, "detach_mean", "detach_std", _cells(results, CLS_TASKS, [depths[-1]]),

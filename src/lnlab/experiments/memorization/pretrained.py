@@ -80,6 +80,7 @@ import torch
 from torch import Tensor, nn
 
 from lnlab.errors import LnlabError
+from lnlab.experiments.claims import interval
 
 __all__ = [
     "CHECKPOINT",
@@ -317,17 +318,6 @@ _COLUMNS = (("test acc (%)", "final_test_acc", 100.0), ("train acc (%)", "final_
             ("step-0 ‖Δh‖/‖h‖", "step0_hidden_change", 1.0), ("step-0 KL", "step0_kl", 1.0))
 
 
-def interval(xs: list[float], level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high): a Student-t interval for the mean over seeds (NaN bounds below 2)."""
-    mean = statistics.fmean(xs)
-    if len(xs) < 2:
-        return mean, math.nan, math.nan
-    from scipy.stats import t
-
-    half = float(t.ppf(0.5 + level / 2, len(xs) - 1)) * statistics.stdev(xs) / math.sqrt(len(xs))
-    return mean, mean - half, mean + half
-
-
 def _fmt(v: float | None) -> str:
     return "never" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
 
@@ -359,7 +349,7 @@ def pretrained_table(results: Any, *, per_seed: bool = False) -> tuple[list[str]
             if not xs:
                 cells.append(f"never ({never})" if never else "–")
                 continue
-            m, lo, hi = interval(xs)
+            m, (lo, hi) = statistics.fmean(xs), interval(xs, 0.95, "t")
             cell = f"{m:.4g}" + (f" [{lo:.3g}, {hi:.3g}]" if math.isfinite(lo) else "")
             cells.append(cell + (f", never in {never}" if never else ""))
         rows.append([arm, str(len(have)), *cells])

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lnlab.experiments.claims import Claim, Measurement
-from lnlab.experiments.framework import Results, Run
+from lnlab.experiments.framework import Results, Run, difference
 from lnlab.experiments.weight_decay.protocol import disagreement
 from lnlab.experiments.weight_decay.sweep import ARCHS
 
@@ -148,10 +148,7 @@ def measure_all(results: Results, claims: Sequence[Claim]) -> dict[str, Measurem
             out[f"angle_ratio[{arch}]"] = _angle_ratio(results, arch, lam)
             d0 = results.per_seed(_acc, kind="train", dataset="mnist1d", arch=arch, wd=0.0)
             d1 = results.per_seed(_acc, kind="train", dataset="mnist1d", arch=arch, wd=lam)
-            common = sorted(set(d0.values) & set(d1.values))
-            out[f"acc_change[{arch}]"] = Measurement(
-                {s: d1.values[s] - d0.values[s] for s in common}, unit="points",
-                excluded=d0.excluded + d1.excluded)
+            out[f"acc_change[{arch}]"] = difference(d1, d0, unit="points")
             resid, gap, _ = control_measures(results, "mnist1d", arch, lam)
             out[f"control_residual[{arch}]"] = resid
             out[f"control_acc_gap[{arch}]"] = gap
@@ -160,15 +157,9 @@ def measure_all(results: Results, claims: Sequence[Claim]) -> dict[str, Measurem
                 out[f"control_residual_real_eps[{arch}]"] = resid
                 out[f"control_acc_gap_real_eps[{arch}]"] = gap
         ca, cb = out["acc_change[pre]"], out["acc_change[ln]"]
-        both = sorted(set(ca.values) & set(cb.values))
-        out["acc_change[pre] − acc_change[ln]"] = Measurement(
-            {s: ca.values[s] - cb.values[s] for s in both}, unit="points",
-            excluded=ca.excluded + cb.excluded)
+        out["acc_change[pre] − acc_change[ln]"] = difference(ca, cb, unit="points")
         a, b = out["control_residual[pre]"], out["control_residual[ln]"]
-        common = sorted(set(a.values) & set(b.values))
-        out["control_residual[pre] − control_residual[ln]"] = Measurement(
-            {s: a.values[s] - b.values[s] for s in common}, unit="ratio",
-            blocked="; ".join(x for x in (a.blocked, b.blocked) if x))
+        out["control_residual[pre] − control_residual[ln]"] = difference(a, b, unit="ratio")
     else:  # no λ > 0 in this sweep: the λ claims have nothing to read (n = 0, not a defect)
         for c in claims:
             out.setdefault(c.metric, Measurement({}, note="no λ > 0 runs in this sweep"))
