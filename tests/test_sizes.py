@@ -46,8 +46,6 @@ LONG_FUNCTIONS: dict[str, str] = {
         "columns, validate, convert; the specs consolidation (item 2) changes its options",
     "lnlab/data/wordnet.py::load_wordnet": "build, tokenize and split the WordNet task in "
         "one seeded pass (one random stream)",
-    "lnlab/experiments/capacity/measures.py::analyze": "one line per claim's measurement, "
-        "in claim order",
     "lnlab/experiments/memorization/pretrained.py::run_pretrained": "the pretrained "
         "protocol in order: load, fold or reset the affines, fine-tune, measure; one seeded "
         "stream runs through it",
