@@ -15,17 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from lnlab.analysis.memorization import (
-    noisy_counts,
-    run_protocol,
-    same_class_clean,
-    shares_from_counts,
-)
+from lnlab.analysis.label_noise import noisy_counts, shares_from_counts
 from lnlab.errors import LnlabError
 from lnlab.experiments import get_experiment
 from lnlab.experiments import memorization as mz
 from lnlab.experiments.claims import evaluate, evaluate_all
 from lnlab.experiments.framework import Results, Run
+from lnlab.experiments.memorization.removal import run_protocol, same_class_clean
 from lnlab.models.hf_classifier import build_hf_classifier, hf_placement, parse_hf_model
 from lnlab.train import TrainConfig, make_model
 
@@ -440,7 +436,7 @@ def test_gradient_sites_follow_forward_order_with_twelve_blocks():
     import json
 
     from lnlab.analysis.gradients import gradient_norms
-    from lnlab.analysis.memorization import grad_summary
+    from lnlab.experiments.memorization.removal import grad_summary
     from lnlab.models import build_model
     from lnlab.surgery import find_norms
 

@@ -1,20 +1,19 @@
 """LayerNorm and memorization in Pre-LN vs Post-LN transformers (Singhal & Kim, NeurIPS 2025).
 
-Method (``docs/papers/singhal_kim.md`` §1–2; protocol code in
-:mod:`lnlab.analysis.memorization`; the real pretrained checkpoint in ``pretrained``). A share of
-the training labels is flipped to a uniformly drawn other class. From one initialization we
-train an **LN-intact** model until its training accuracy (on the noisy labels) reaches 100%
-(capped at ``max_epochs``; the report states whether it got there), and **LN-removed** copies
-of the same initialization — the affine parameters of ``all`` LNs, or only of the ``early`` /
-``middle`` / ``later`` third of the blocks, fixed at (1, 0) via ``lnlab.surgery.strip_affine``
-— for exactly as many epochs with the same batch order. Every epoch we record test accuracy,
-train accuracy, the overfit gap Δ = train − test, and on the noisy samples the shares of
-predictions equal to the noisy label (memorization), the true label (recovery) or neither
-(random); they are integer counts, so the shares sum to exactly 1. At the end, at every LN,
-the mean per-sample L2 norm of ∂loss/∂(LN input) on test samples with true labels (learning)
-and on the noisy samples with noisy labels (memorization), for the total gradient and for the
-part through the LN branch (:mod:`lnlab.analysis.gradients`; Frobenius norm over tokens ×
-features, eval mode).
+Method (``docs/papers/singhal_kim.md`` §1–2; protocol code in ``removal``; the real pretrained
+checkpoint in ``pretrained``). A share of the training labels is flipped to a uniformly drawn
+other class. From one initialization we train an **LN-intact** model until its training
+accuracy (on the noisy labels) reaches 100% (capped at ``max_epochs``; the report states
+whether it got there), and **LN-removed** copies of the same initialization — the affine
+parameters of ``all`` LNs, or only of the ``early`` / ``middle`` / ``later`` third of the
+blocks, fixed at (1, 0) via ``lnlab.surgery.strip_affine`` — for exactly as many epochs with
+the same batch order. Every epoch we record test accuracy, train accuracy, the overfit gap Δ =
+train − test, and on the noisy samples the shares of predictions equal to the noisy label
+(memorization), the true label (recovery) or neither (random); they are integer counts, so the
+shares sum to exactly 1. At the end, at every LN, the mean per-sample L2 norm of ∂loss/∂(LN
+input) on test samples with true labels (learning) and on the noisy samples with noisy labels
+(memorization), for the total gradient and for the part through the LN branch
+(:mod:`lnlab.analysis.gradients`; Frobenius norm over tokens × features, eval mode).
 
 Settings (``quick``; ``full`` is the paper-sized version, see ``sweep``):
 

@@ -38,7 +38,7 @@ paper``; protocol notes §1.2–1.5, §5). What it does, per seed:
    memorization / recovery / random. Summary: final values, the epochs at which memorization
    first reaches 50 / 90 / 100% (``None`` if never: the delay), and per-sample learning vs
    memorization gradient norms at every LN input in forward order
-   (:func:`lnlab.analysis.memorization._final_grads`; total and LN-branch gradient).
+   (:func:`lnlab.experiments.memorization.removal._final_grads`; total and LN-branch gradient).
 
 **Size of** ``--scale paper`` (4 seeds × intact + ``all`` × 8 epochs, 2,004 training and 600
 test definitions, 5% noise = 100 noisy samples). Measured on this project's 2-core machine
@@ -59,7 +59,7 @@ here, so the intact model may not reach 100% memorization (``epochs_to_mem100`` 
 ``0.02`` the paper's other rates (fewer
 than 100 noisy samples at this size).
 
-Summary keys follow :mod:`lnlab.analysis.memorization` (``intact/final_test_acc``,
+Summary keys follow :mod:`lnlab.experiments.memorization.removal` (``intact/final_test_acc``,
 ``all/final_n_mem``, ``all/gradfinal/learn_total/<site>``) so the memorization experiment's
 analysis, table and figures read these runs like the others, plus ``ln_order`` (the LN sites
 in traced forward order; the store sorts summary keys alphabetically), ``<arm>/epochs_to_mem50``
@@ -123,7 +123,7 @@ def pretrained_configs(seeds: list[int], *, checkpoint: str | None = None,
                        arms: str | None = None, epochs: int | None = None,
                        lr: float | None = None, tiny: bool = False) -> list[dict[str, Any]]:
     """Run configs of the ``pretrained`` setting: one per seed (intact + every arm)."""
-    from lnlab.analysis.memorization import ARMS
+    from lnlab.experiments.memorization.removal import ARMS
     from lnlab.models.hf_classifier import hf_placement
     from lnlab.models.pretrained import resolve_checkpoint
 
@@ -203,13 +203,13 @@ def reset_effect(intact: nn.Module, reset: nn.Module, x: Tensor, *,
 
 def run_pretrained(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """One seed of the ``pretrained`` setting (module docstring): intact, then every arm."""
-    from lnlab.analysis.memorization import (
+    from lnlab.data import load_dataset
+    from lnlab.experiments.memorization.removal import (
         ArmResult,
         ProtocolResult,
         _final_grads,
         noisy_counts_hook,
     )
-    from lnlab.data import load_dataset
     from lnlab.models.pretrained import ln_affine_stats, load_pretrained_classifier
     from lnlab.surgery import find_norms, select_sites, strip_affine
     from lnlab.surgery_fold import fold_affine

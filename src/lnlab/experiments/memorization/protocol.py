@@ -37,7 +37,7 @@ def run(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
         return run_pretrained(config, run_dir)
 
-    from lnlab.analysis.memorization import run_protocol
+    from lnlab.experiments.memorization.removal import run_protocol
     from lnlab.train import TrainConfig
 
     cfg = TrainConfig.from_dict(config["train"])

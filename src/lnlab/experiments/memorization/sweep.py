@@ -91,8 +91,8 @@ def _family(spec: str, init: str | None) -> str:
 
 def _user_sweep(model: str | None, data: str | None, init: str | None, noise: float | None,
                 arms: str | None, epochs: int | None, lr: float | None) -> list[dict]:
-    from lnlab.analysis.memorization import ARMS
     from lnlab.data import load_dataset
+    from lnlab.experiments.memorization.removal import ARMS
     from lnlab.models.hf_classifier import parse_hf_model
 
     data = data or "tokens:n=2500,length=16"
