@@ -1,4 +1,5 @@
-"""Where runs execute: the ``Backend`` interface, the worker-side ``execute``, local backends.
+"""Where runs execute: local backends and ``make_backend`` (the ``Backend`` interface and the
+worker-side ``execute`` are in ``lnlab.runner.base``, shared with the Ray backend).
 
 The split is deliberate. ``execute(task)`` is everything that happens *for one run* — pin
 torch's thread count to the run's ``Resources``, import the experiment module, call its
