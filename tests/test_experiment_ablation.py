@@ -143,6 +143,14 @@ def test_table_layout_variants_by_task():
     assert all(len(r) == len(header) for r in rows)
 
 
+
+def test_figures_from_synthetic_results(tmp_path):
+    paths = ab.figures(_synthetic(0.03, seeds=2), tmp_path)
+    assert [p.name for p in paths] == ["ablation_by_depth.png", "ablation_convergence.png",
+                                       "ablation_gradient_stats.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+    assert ab.figures(Results([]), tmp_path / "none") == []
+
 def test_adanorm_probe_on_real_activations():
     torch.manual_seed(0)
     model = build_model("mlp:depth=3,width=32,norm=adanorm;C=2", input_shape=(20,),
@@ -160,8 +168,8 @@ def test_adanorm_probe_on_real_activations():
 
 @pytest.mark.slow
 def test_tiny_end_to_end(tmp_path):
-    res = run_experiment("ablation", tmp_path, scale="quick", seeds=3, workers=2,
-                         options={"tiny": "1"}, progress=False)
+    res = run_experiment("ablation", tmp_path, scale="tiny", seeds=3, workers=2,
+                         progress=False)
     assert res is not None
     from lnlab.report import build_report
 

@@ -145,8 +145,8 @@ def test_tiny_end_to_end(tmp_path: Path) -> None:
     from lnlab.experiments import run_experiment
 
     out = tmp_path / "cap"
-    sweep = run_experiment("capacity", out, scale="quick", seeds=2, workers=1,
-                           options={"tiny": "1"}, progress=False)
+    sweep = run_experiment("capacity", out, scale="tiny", seeds=2, workers=1,
+                           progress=False)
     assert sweep is not None
     exp = get_experiment("capacity")
     from lnlab.runner.store import Store

@@ -15,17 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from lnlab.analysis.memorization import (
-    noisy_counts,
-    run_protocol,
-    same_class_clean,
-    shares_from_counts,
-)
+from lnlab.analysis.label_noise import noisy_counts, shares_from_counts
 from lnlab.errors import LnlabError
 from lnlab.experiments import get_experiment
 from lnlab.experiments import memorization as mz
 from lnlab.experiments.claims import evaluate, evaluate_all
 from lnlab.experiments.framework import Results, Run
+from lnlab.experiments.memorization.removal import run_protocol, same_class_clean
 from lnlab.models.hf_classifier import build_hf_classifier, hf_placement, parse_hf_model
 from lnlab.train import TrainConfig, make_model
 
@@ -416,7 +412,7 @@ def test_cli_runs_on_a_user_hf_dataset_dir(tmp_path):
 def test_tiny_sweep_end_to_end(tmp_path):
     from lnlab.experiments import run_experiment
 
-    res = run_experiment("memorization", tmp_path, options={"tiny": "1"}, seeds=1,
+    res = run_experiment("memorization", tmp_path, scale="tiny", seeds=1,
                          workers=1, progress=False)
     assert res.finished == 6 and res.failed == 0
 
@@ -440,7 +436,7 @@ def test_gradient_sites_follow_forward_order_with_twelve_blocks():
     import json
 
     from lnlab.analysis.gradients import gradient_norms
-    from lnlab.analysis.memorization import grad_summary
+    from lnlab.experiments.memorization.removal import grad_summary
     from lnlab.models import build_model
     from lnlab.surgery import find_norms
 

@@ -249,8 +249,8 @@ def test_tiny_sweep_end_to_end(tmp_path):
     from lnlab.experiments import run_experiment
     from lnlab.report import build_report
 
-    res = run_experiment("weight-decay", tmp_path, scale="quick", seeds=1, workers=1,
-                         options={"tiny": "1"}, progress=False)
+    res = run_experiment("weight-decay", tmp_path, scale="tiny", seeds=1, workers=1,
+                         progress=False)
     assert res.failed == 0
     build_report(tmp_path)
     import json

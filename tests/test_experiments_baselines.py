@@ -86,3 +86,30 @@ def test_train_sections_are_completed_and_validated_before_running(monkeypatch):
     monkeypatch.setattr(baselines, "sweep", lambda scale, seeds: bad)
     with pytest.raises(LnlabError, match="lr must be a positive number"):
         exp.configs("quick", seeds=1)
+
+
+def test_tiny_is_a_scale_with_the_same_settings_and_fewer_epochs():
+    exp = get_experiment("baselines")
+    tiny, seeds = exp.configs("tiny")
+    quick, _ = exp.configs("quick", seeds=len(seeds))
+    assert seeds == [0, 1]
+    assert [(c["dataset"], c["arm"], c["train"]["seed"]) for c in tiny] == \
+        [(c["dataset"], c["arm"], c["train"]["seed"]) for c in quick]
+    assert {c["train"]["epochs"] for c in tiny} == {1}
+    for t, q in zip(tiny, quick, strict=True):  # only the epochs differ
+        assert {k: v for k, v in t["train"].items() if k != "epochs"} == \
+            {k: v for k, v in q["train"].items() if k != "epochs"}
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end(tmp_path):
+    from lnlab.experiments import run_experiment
+
+    res = run_experiment("baselines", tmp_path, scale="tiny", seeds=1, progress=False)
+    assert (res.total, res.finished, res.failed) == (6, 6, 0), res.errors
+    from lnlab.report import build_report
+
+    build_report(tmp_path)
+    assert (tmp_path / "figures" / "baselines" / "test_accuracy.png").is_file()
+    claims = json.loads((tmp_path / "claims.json").read_text())
+    assert {c["id"] for c in claims["claims"]} >= {c.id for c in baselines.CLAIMS}

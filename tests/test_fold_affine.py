@@ -10,7 +10,8 @@ from torch import nn
 
 from lnlab.errors import LnlabError
 from lnlab.models import build_model, parse_model_spec
-from lnlab.surgery import find_norms, fold_affine
+from lnlab.surgery import find_norms
+from lnlab.surgery_fold import fold_affine
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

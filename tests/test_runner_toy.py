@@ -95,7 +95,7 @@ def analyze(results) -> dict[str, Measurement]:
 
 
 def figures(results, out_dir: Path) -> list[Path]:
-    from lnlab.report.plots import bars_with_seeds, figure, save
+    from lnlab.plotting import bars_with_seeds, figure, save
 
     arms = results.values("arm")
     with figure() as (fig, ax):

@@ -922,10 +922,3 @@ def export_plain_hf(model: nn.Module, path: str | Path) -> Path:
                           else torch.full_like(target, neutral))
     plain.load_state_dict(state, strict=True)
     return _write_checkpoint(plain.save_pretrained, path)
-
-
-# --------------------------------------------------------------------------- fold (affine)
-# fold_affine lives in its own module (it needs the helpers above); exported from here.
-from lnlab.surgery_fold import fold_affine  # noqa: E402
-
-__all__ += ["fold_affine"]

@@ -1,6 +1,10 @@
 """What an experiment module is, and the read-side view of its results.
 
-An experiment is a plain module that reads like the method section of a paper::
+An experiment is a package that reads like the method section of a paper: ``__init__``
+(name, description, the claims), ``sweep.py`` (the settings, one declarative table row per
+scale), ``protocol.py`` (``run``: one run), ``measures.py`` (``analyze`` and the named
+measurement functions the claims test) and ``figures.py``. ``__init__`` re-exports what the
+framework reads, so to the framework it is one module::
 
     NAME = "baselines"
     DESCRIPTION = "MNIST-1D logistic regression and MLPs, the sanity check of the pipeline."
@@ -11,7 +15,8 @@ An experiment is a plain module that reads like the method section of a paper::
     def analyze(results) -> dict[str, Measurement]: ...   # per-seed numbers the claims test
     def figures(results, out_dir) -> list[Path]: ...      # PNGs for the report
 
-Optional: ``SEEDS = {"quick": 5, "full": 5}`` (default seed counts; quick ≥ 5), ``OPTIONS = {"name":
+Optional: ``EXTRA_SCALES`` (scales beyond quick and full: ``tiny``, a seconds-long smoke
+sweep), ``SEEDS = {"quick": 5, "full": 5}`` (default seed counts; quick ≥ 5), ``OPTIONS = {"name":
 "help"}`` (extra ``--option name=value`` passed to ``sweep`` as keywords), ``GROUP_BY``
 (config fields that name a row of the results table), ``TABLE_METRICS`` (summary keys shown,
 or ``(header, key, factor)`` triples), ``HEADLINE_METRIC`` (shown on the progress bar), and a
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import math
+import operator
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -46,6 +52,8 @@ __all__ = [
     "SCALES",
     "Experiment",
     "Results",
+    "difference",
+    "paired_values",
     "spearman",
     "train_resources",
     "train_run",
@@ -57,6 +65,9 @@ SCALES = ("quick", "full")
 # which a paired t interval is not dominated by its t quantile (t_{0.975,4} = 2.78 vs 4.30 at
 # 3 seeds); an experiment may ask for more.
 DEFAULT_SEEDS = {"quick": 5, "full": 5}
+# An experiment may add scales (``EXTRA_SCALES``): ``tiny``, a seconds-long smoke sweep for
+# tests, declared in its sweep table like the others; its default is enough seeds to pair.
+SMOKE_SEEDS = 2
 MIN_QUICK_SEEDS = 5
 
 
@@ -106,10 +117,10 @@ class Experiment:
 
         The seeds are ``first_seed, first_seed + 1, …`` (a replication uses a second,
         disjoint range)."""
-        scales = (*SCALES, *getattr(self._mod, "EXTRA_SCALES", ()))  # e.g. memorization's paper
+        scales = (*SCALES, *getattr(self._mod, "EXTRA_SCALES", ()))  # tiny, memorization's paper
         if scale not in scales:
             raise LnlabError(f"unknown scale {scale!r}: use {' or '.join(scales)}")
-        n = self.seeds[scale] if seeds is None else seeds
+        n = self.seeds.get(scale, SMOKE_SEEDS) if seeds is None else seeds
         if n < 1:
             raise LnlabError(f"--seeds must be at least 1 (got {n})")
         options = dict(options or {})
@@ -295,14 +306,17 @@ class Results:
             vals[r.seed] = v
         return Measurement(vals, unit=unit, excluded=excluded)
 
+    def by_seed(self, metric: str | Callable[[Run], float], where: Mapping[str, Any] | None
+                = None, /, **kw: Any) -> dict[int, float]:
+        """``per_seed``'s values alone: seed → value, finished runs only."""
+        return dict(self.per_seed(metric, where, **kw).values)
+
     def paired(self, metric: str | Callable[[Run], float], a: Mapping[str, Any],
                b: Mapping[str, Any], *, unit: str = "") -> Measurement:
         """Per-seed differences A − B over the seeds where both finished."""
         ma, mb = self.per_seed(metric, a), self.per_seed(metric, b)
-        common = sorted(set(ma.values) & set(mb.values))
-        lost = len(set(ma.values) ^ set(mb.values)) + ma.excluded + mb.excluded
-        return Measurement({s: ma.values[s] - mb.values[s] for s in common}, unit=unit,
-                           excluded=lost)
+        return paired_values(ma.values, mb.values, unit=unit,
+                             excluded=ma.excluded + mb.excluded)
 
     def count(self, status: str, where: Mapping[str, Any] | None = None, /, **kw: Any) -> int:
         return len(self.select(where, status=status, **kw).runs)
@@ -350,6 +364,29 @@ class Results:
             names = [_plain(x) for x in label] if group_by else ["all"]
             rows.append([*names, status, *cells])
         return header, rows
+
+
+def paired_values(a: Mapping[int, float], b: Mapping[int, float],
+                  op: Callable[[float, float], float] = operator.sub, *, unit: str = "",
+                  excluded: int = 0, note: str = "") -> Measurement:
+    """``op(a[s], b[s])`` for every seed both sides measured: the paired comparison.
+
+    A seed only one side has is lost to the comparison and counted in ``excluded``, on top of
+    the ``excluded`` runs the caller already lost (``Results.paired`` passes both sides').
+    """
+    common = sorted(set(a) & set(b))
+    return Measurement({s: op(a[s], b[s]) for s in common}, unit=unit,
+                       excluded=len(set(a) ^ set(b)) + excluded, note=note)
+
+
+def difference(a: Measurement, b: Measurement, *, unit: str = "", note: str = "") -> Measurement:
+    """``a − b`` for every seed both measurements have, when each already counted the runs it
+    lost (``excluded`` is their sum: a seed only one side has is one of those runs) and its
+    reasons not to decide (``blocked``, joined)."""
+    common = sorted(set(a.values) & set(b.values))
+    return Measurement({s: a.values[s] - b.values[s] for s in common}, unit=unit,
+                       excluded=a.excluded + b.excluded, note=note,
+                       blocked="; ".join(x for x in (a.blocked, b.blocked) if x))
 
 
 def _plain(v: Any) -> str:

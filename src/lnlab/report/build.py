@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lnlab.errors import LnlabError
+from lnlab.errors import error_summary as one_line  # a failed step's error, capped
 from lnlab.experiments.claims import CHECK_OUTCOMES, VERDICTS, ClaimResult, evaluate_all
 from lnlab.experiments.framework import Experiment, Results
 from lnlab.io import dir_lock
@@ -35,7 +36,6 @@ from lnlab.report.replication import (
     replication_json,
     replication_markdown,
 )
-from lnlab.runner.backends import one_line
 from lnlab.runner.store import Store, SweepRow
 
 __all__ = ["ExperimentSection", "Report", "build_report", "collect"]

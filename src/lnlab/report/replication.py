@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lnlab.errors import error_summary as one_line  # a failed step's error, capped
 from lnlab.experiments.claims import ClaimResult, evaluate
 from lnlab.experiments.framework import Experiment, Results
 from lnlab.experiments.replicate import (
@@ -23,7 +24,6 @@ from lnlab.experiments.replicate import (
     compare_verdicts,
     summarize,
 )
-from lnlab.runner.backends import one_line
 from lnlab.runner.store import Store, SweepRow
 
 __all__ = ["Replication", "collect_replication", "replication_html", "replication_json",

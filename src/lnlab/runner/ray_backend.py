@@ -35,8 +35,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lnlab.errors import LnlabError
-from lnlab.runner.backends import Backend, RunOutcome, RunTask, execute, one_line
+from lnlab.errors import LnlabError, error_summary
+from lnlab.runner.base import Backend, RunOutcome, RunTask, execute
 
 __all__ = ["ATTEMPTS_FILE", "RayBackend", "attempts_of", "run_attempt"]
 
@@ -183,7 +183,7 @@ class RayBackend(Backend):
                     ray.init(**kwargs)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-                raise LnlabError(f"could not start or reach {where}: {one_line(e)}") from None
+                raise LnlabError(f"could not start or reach {where}: {error_summary(e)}") from None
             self._owns = True
         self.limit = workers if address else None  # a local instance is already that size
         self.max_retries = max_retries
@@ -247,7 +247,7 @@ class RayBackend(Backend):
                 except ray.exceptions.RayError as e:  # worker died more than max_retries times
                     yield RunOutcome(task.key, "failed", retries=self.max_retries,
                                      error=f"Ray task failed after {self.max_retries + 1} "
-                                     f"attempts: {one_line(e)}")
+                                     f"attempts: {error_summary(e)}")
 
     def close(self) -> None:
         """Kill runs still in flight (so none keeps writing its run dir), then leave Ray."""

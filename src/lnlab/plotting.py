@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from lnlab.report.files import write_atomic
+from lnlab.io import write_atomic
 
 __all__ = ["COLORS", "DPI", "bars_with_seeds", "curves_with_band", "figure", "save"]
 

@@ -26,7 +26,7 @@ paper``; protocol notes §1.2–1.5, §5). What it does, per seed:
    ``later`` third of the blocks. Same batch order and dropout stream in every arm. For a
    Pre-LN checkpoint, the control arm ``folded`` removes the same parameters without changing
    the function at step 0: each LN's gain and bias are first folded into the linear maps that
-   read its output (:func:`lnlab.surgery.fold_affine`; an LN that also feeds anything else
+   read its output (:func:`lnlab.surgery_fold.fold_affine`; an LN that also feeds anything else
    is left intact and listed in ``folded/not_folded``).
 5. **What the reset alone does** (before any fine-tuning): mean |w − 1| and mean |b| of every
    pretrained LN, and on a fixed probe batch of training samples (eval mode) how far the
@@ -38,7 +38,7 @@ paper``; protocol notes §1.2–1.5, §5). What it does, per seed:
    memorization / recovery / random. Summary: final values, the epochs at which memorization
    first reaches 50 / 90 / 100% (``None`` if never: the delay), and per-sample learning vs
    memorization gradient norms at every LN input in forward order
-   (:func:`lnlab.analysis.memorization._final_grads`; total and LN-branch gradient).
+   (:func:`lnlab.experiments.memorization.removal._final_grads`; total and LN-branch gradient).
 
 **Size of** ``--scale paper`` (4 seeds × intact + ``all`` × 8 epochs, 2,004 training and 600
 test definitions, 5% noise = 100 noisy samples). Measured on this project's 2-core machine
@@ -59,7 +59,7 @@ here, so the intact model may not reach 100% memorization (``epochs_to_mem100`` 
 ``0.02`` the paper's other rates (fewer
 than 100 noisy samples at this size).
 
-Summary keys follow :mod:`lnlab.analysis.memorization` (``intact/final_test_acc``,
+Summary keys follow :mod:`lnlab.experiments.memorization.removal` (``intact/final_test_acc``,
 ``all/final_n_mem``, ``all/gradfinal/learn_total/<site>``) so the memorization experiment's
 analysis, table and figures read these runs like the others, plus ``ln_order`` (the LN sites
 in traced forward order; the store sorts summary keys alphabetically), ``<arm>/epochs_to_mem50``
@@ -80,6 +80,7 @@ import torch
 from torch import Tensor, nn
 
 from lnlab.errors import LnlabError
+from lnlab.experiments.claims import interval
 
 __all__ = [
     "CHECKPOINT",
@@ -109,7 +110,7 @@ TINY: dict[str, Any] = {"n_train": 64, "n_test": 32, "noise": 0.05, "epochs": 1,
 THRESHOLDS = (50, 90, 100)
 FOLDED = "folded"
 """The control arm (Pre-LN only): every LN whose output feeds only linear maps has its gain
-and bias folded into them (:func:`lnlab.surgery.fold_affine`) and is then frozen at (1, 0) —
+and bias folded into them (:func:`lnlab.surgery_fold.fold_affine`) and is then frozen at (1, 0) —
 the parameters are removed but the function at step 0 is unchanged."""
 
 
@@ -122,7 +123,7 @@ def pretrained_configs(seeds: list[int], *, checkpoint: str | None = None,
                        arms: str | None = None, epochs: int | None = None,
                        lr: float | None = None, tiny: bool = False) -> list[dict[str, Any]]:
     """Run configs of the ``pretrained`` setting: one per seed (intact + every arm)."""
-    from lnlab.analysis.memorization import ARMS
+    from lnlab.experiments.memorization.removal import ARMS
     from lnlab.models.hf_classifier import hf_placement
     from lnlab.models.pretrained import resolve_checkpoint
 
@@ -202,15 +203,16 @@ def reset_effect(intact: nn.Module, reset: nn.Module, x: Tensor, *,
 
 def run_pretrained(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """One seed of the ``pretrained`` setting (module docstring): intact, then every arm."""
-    from lnlab.analysis.memorization import (
+    from lnlab.data import load_dataset
+    from lnlab.experiments.memorization.removal import (
         ArmResult,
         ProtocolResult,
         _final_grads,
         noisy_counts_hook,
     )
-    from lnlab.data import load_dataset
     from lnlab.models.pretrained import ln_affine_stats, load_pretrained_classifier
-    from lnlab.surgery import find_norms, fold_affine, select_sites, strip_affine
+    from lnlab.surgery import find_norms, select_sites, strip_affine
+    from lnlab.surgery_fold import fold_affine
     from lnlab.train import TrainConfig, derive_seed, train
 
     cfg = TrainConfig.from_dict(config["train"])
@@ -316,17 +318,6 @@ _COLUMNS = (("test acc (%)", "final_test_acc", 100.0), ("train acc (%)", "final_
             ("step-0 ‖Δh‖/‖h‖", "step0_hidden_change", 1.0), ("step-0 KL", "step0_kl", 1.0))
 
 
-def interval(xs: list[float], level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high): a Student-t interval for the mean over seeds (NaN bounds below 2)."""
-    mean = statistics.fmean(xs)
-    if len(xs) < 2:
-        return mean, math.nan, math.nan
-    from scipy.stats import t
-
-    half = float(t.ppf(0.5 + level / 2, len(xs) - 1)) * statistics.stdev(xs) / math.sqrt(len(xs))
-    return mean, mean - half, mean + half
-
-
 def _fmt(v: float | None) -> str:
     return "never" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
 
@@ -358,7 +349,7 @@ def pretrained_table(results: Any, *, per_seed: bool = False) -> tuple[list[str]
             if not xs:
                 cells.append(f"never ({never})" if never else "–")
                 continue
-            m, lo, hi = interval(xs)
+            m, (lo, hi) = statistics.fmean(xs), interval(xs, 0.95, "t")
             cell = f"{m:.4g}" + (f" [{lo:.3g}, {hi:.3g}]" if math.isfinite(lo) else "")
             cells.append(cell + (f", never in {never}" if never else ""))
         rows.append([arm, str(len(have)), *cells])

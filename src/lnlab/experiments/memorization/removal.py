@@ -1,5 +1,8 @@
 """Singhal & Kim's LN-removal protocol on any classifier: noisy labels, intact vs removed.
 
+A training protocol, so it lives with the experiment (the pure label-noise counts it records
+are :mod:`lnlab.analysis.label_noise`); importable for a user's own model and data.
+
 The protocol (``docs/papers/singhal_kim.md`` §1–2), reusable on a user's model and data:
 
 1. A share ``noise`` of the training labels is flipped to a uniformly drawn *other* class
@@ -31,49 +34,25 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from lnlab.analysis.label_noise import noisy_counts
 from lnlab.errors import LnlabError
 
 __all__ = [
     "ARMS",
     "ProtocolResult",
-    "noisy_counts",
     "noisy_counts_hook",
     "run_protocol",
-    "shares_from_counts",
 ]
 
 ARMS = ("all", "early", "middle", "later")
 """Removal arms: which LNs lose their affine parameters (surgery groups; ``all`` includes an
 embedding LN and a final LN, the three block groups only the norms inside blocks)."""
-
-
-def noisy_counts(preds: torch.Tensor, noisy_labels: torch.Tensor, true_labels: torch.Tensor,
-                 mask: torch.Tensor) -> dict[str, int]:
-    """Counts on the noisy samples: prediction = noisy label (mem), = true label (rec), else
-    (rand). Noisy and true labels differ on every noisy sample, so the three are disjoint."""
-    m = mask.bool()
-    p, yn, yt = preds[m], noisy_labels[m], true_labels[m]
-    if bool((yn == yt).any()):
-        raise LnlabError("a sample marked noisy has its true label; the shares would overlap")
-    n = int(m.sum())
-    mem = int((p == yn).sum())
-    rec = int((p == yt).sum())
-    return {"n_noisy": n, "n_mem": mem, "n_rec": rec, "n_rand": n - mem - rec}
-
-
-def shares_from_counts(counts: dict[str, int]) -> dict[str, Fraction]:
-    """Exact shares (``Fraction``) of memorization, recovery and random; they sum to 1."""
-    n = counts["n_noisy"]
-    if n <= 0:
-        raise LnlabError("no noisy samples: memorization shares are undefined")
-    return {k: Fraction(counts[f"n_{k}"], n) for k in ("mem", "rec", "rand")}
 
 
 def noisy_counts_hook(state: Any) -> dict[str, int]:
