@@ -24,7 +24,6 @@ LONG_FILES: dict[str, str] = {
         "detection is being replaced by the norms consolidation (issue 16 item 1)",
     "lnlab/experiments/claims.py": "the claim kinds and their one evaluation rule each; the "
         "statistics are shared by all of them",
-    "lnlab/report/build.py": "being rewritten by the HTML-rendering work; left alone here",
     "lnlab/runner/store.py": "the SQLite schema, its migrations and queries in one place",
     "lnlab/surgery.py": "norm detection, stripping, swapping and HF checkpoint rewriting; "
         "the norms consolidation (issue 16 item 1) is changing it",

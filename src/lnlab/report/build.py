@@ -12,26 +12,33 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from lnlab.errors import LnlabError
 from lnlab.errors import error_summary as one_line  # a failed step's error, capped
-from lnlab.experiments.claims import CHECK_OUTCOMES, VERDICTS, ClaimResult, evaluate_all
+from lnlab.experiments.claims import ClaimResult, evaluate_all
 from lnlab.experiments.framework import Experiment, Results
 from lnlab.io import dir_lock
 from lnlab.report.files import write_atomic
-from lnlab.report.fmt import fmt_cell, fmt_num, sort_rows
+from lnlab.report.fmt import fmt_cell, sort_rows
+from lnlab.report.model import (
+    ExperimentSection,
+    Report,
+    detectable_text,
+    measured_text,
+    minimal_text,
+    per_seed_text,
+    seeds_text,
+    versions_text,
+)
 from lnlab.report.page import render_html
 from lnlab.report.replication import (
-    Replication,
     collect_replication,
     replication_json,
     replication_markdown,
@@ -40,73 +47,6 @@ from lnlab.runner.store import Store, SweepRow
 
 __all__ = ["ExperimentSection", "Report", "build_report", "collect"]
 
-VERDICT_COLORS = {"supported": "#1b7f3b", "contradicted": "#b3261e", "inconclusive": "#8a6d00",
-                  "pass": "#1b7f3b", "fail": "#b3261e"}
-VERDICT_BG = {"supported": "#e6f4ea", "contradicted": "#fce8e6", "inconclusive": "#fef7e0",
-              "pass": "#e6f4ea", "fail": "#fce8e6"}
-
-
-@dataclass
-class ExperimentSection:
-    """Everything the report shows for one experiment."""
-
-    name: str
-    description: str
-    sweep: SweepRow
-    counts: dict[str, int]
-    claims: list[ClaimResult] = field(default_factory=list)
-    figures: list[Path] = field(default_factory=list)
-    table: tuple[list[str], list[list[str]]] = field(default_factory=lambda: ([], []))
-    problems: list[str] = field(default_factory=list)
-    seeds_by_scale: dict[str, int] = field(default_factory=dict)
-
-    def scale_note(self, c: ClaimResult) -> str:
-        """Why an inconclusive claim could not be decided at this scale, and what can."""
-        need = c.seeds_needed
-        if need is None or c.measurement is None:
-            return ""
-        n, scale = c.measurement.n, self.sweep.scale
-        other = [f"{k} scale runs {v}" for k, v in self.seeds_by_scale.items() if k != scale]
-        where = ("full scale" if self.seeds_by_scale.get("full", 0) >= need
-                 else f"--seeds {need}")
-        return (f"cannot be decided at {scale} scale with {n} seeds: about {need} seeds "
-                f"needed ({'; '.join(other) or 'no other scale'}); use {where}")
-
-
-@dataclass
-class Report:
-    out_dir: Path
-    created: str
-    sections: list[ExperimentSection]
-    replication: Replication | None = None  # verdicts on the second seed set, if run
-    files_dir: Path | None = None  # where figures are written (paths are shown relative)
-
-    @property
-    def base(self) -> Path:
-        return self.files_dir if self.files_dir is not None else self.out_dir
-
-    @property
-    def claims(self) -> list[ClaimResult]:
-        """Empirical claims only (checks are reported apart: ``checks``)."""
-        return [c for s in self.sections for c in s.claims if c.kind == "empirical"]
-
-    @property
-    def checks(self) -> list[ClaimResult]:
-        return [c for s in self.sections for c in s.claims if c.kind == "check"]
-
-    def verdict_counts(self) -> dict[str, int]:
-        return {v: sum(c.verdict == v for c in self.claims) for v in VERDICTS}
-
-    def check_counts(self) -> dict[str, int]:
-        return {v: sum(c.verdict == v for c in self.checks) for v in CHECK_OUTCOMES}
-
-    def headline(self) -> str:
-        """One sentence with both kinds' counts (never added together)."""
-        vc, cc = self.verdict_counts(), self.check_counts()
-        return (f"{len(self.claims)} empirical claims: "
-                + ", ".join(f"{n} {v}" for v, n in vc.items())
-                + f". {len(self.checks)} checks: " + ", ".join(f"{n} {v}" for v, n in cc.items())
-                + ".")
 
 
 def collect(out_dir: str | Path,
@@ -280,60 +220,6 @@ def _link_into_build(out: Path, name: str) -> None:
     _point(path, target)
 
 
-# ---------------------------------------------------------------------------- helpers
-def measured_text(c: ClaimResult) -> str:
-    """Empirical: ``mean [lo, hi] unit`` (the rule's interval); check: the worst value."""
-    m = c.measurement
-    if m is None or m.n == 0:
-        return "–"
-    unit = f" {m.unit}" if m.unit else ""
-    if c.kind == "check":
-        target = getattr(c.claim.rule, "target", None)
-        if target is None:
-            op = getattr(c.claim.rule, "op", ">")
-            worst = (min if op in (">", ">=") else max)(m.finite)
-        else:
-            worst = max(m.finite, key=lambda v: abs(v - target))
-        return f"worst {_num(worst)}{unit}"
-    s = c.stats
-    if s is None or not (math.isfinite(s.low) and math.isfinite(s.high)):
-        return f"{_num(m.mean)}{unit}"
-    return f"{_num(s.estimate)} [{_num(s.low)}, {_num(s.high)}]{unit}"
-
-
-def per_seed_text(c: ClaimResult) -> str:
-    m = c.measurement
-    if m is None or not m.values:
-        return "–"
-    return ", ".join(_num(float(v)) for _, v in sorted(m.values.items()))
-
-
-def detectable_text(c: ClaimResult) -> str:
-    s = c.stats
-    return _num(s.detectable) if s is not None else "–"
-
-
-def minimal_text(c: ClaimResult) -> str:
-    d = c.claim.to_dict()
-    if c.kind == "check":
-        return f"tol {_num(float(d['tolerance']))}"
-    return f"{d['direction']} {_num(float(d['null']))}, minimal {_num(float(d['minimal_effect']))}"
-
-
-def _num(x: float) -> str:
-    return fmt_num(x)
-
-
-def _seeds_text(sw: SweepRow) -> str:
-    if not sw.seeds:
-        return "–"
-    return f"{len(sw.seeds)} ({', '.join(map(str, sw.seeds))})"
-
-
-def _versions_text(v: dict[str, str]) -> str:
-    return ", ".join(f"{k} {val}" for k, val in v.items())
-
-
 def render_json(rep: Report) -> str:
     doc: dict[str, Any] = {
         "created": rep.created,
@@ -398,10 +284,10 @@ def render_markdown(rep: Report) -> str:
         lines += replication_markdown(rep.replication)
     for s in rep.sections:
         lines += [f"## {s.name}", "", s.description, "",
-                  f"- scale: `{s.sweep.scale}`; seeds: {_seeds_text(s.sweep)}",
+                  f"- scale: `{s.sweep.scale}`; seeds: {seeds_text(s.sweep)}",
                   "- runs: " + ", ".join(f"{n} {k}" for k, n in s.counts.items() if n),
                   f"- sweep: {s.sweep.started} → {s.sweep.finished or 'not finished'}",
-                  f"- versions: {_versions_text(s.sweep.versions)}", ""]
+                  f"- versions: {versions_text(s.sweep.versions)}", ""]
         if s.sweep.options:
             lines += [f"- options: {json.dumps(s.sweep.options)}", ""]
         for p in s.problems:
@@ -423,8 +309,3 @@ def render_markdown(rep: Report) -> str:
             rel = p.relative_to(rep.base) if p.is_relative_to(rep.base) else p
             lines += [f"![{p.stem}]({rel.as_posix()})", ""]
     return "\n".join(lines)
-
-
-def _badge(verdict: str) -> str:
-    return (f'<span class="verdict" style="color:{VERDICT_COLORS[verdict]};'
-            f'background:{VERDICT_BG[verdict]}">{verdict}</span>')

@@ -17,7 +17,7 @@ from lnlab.report.fmt import fmt_cell, sort_rows
 from lnlab.report.page import claim_row
 
 if TYPE_CHECKING:
-    from lnlab.report.build import ExperimentSection, Report
+    from lnlab.report.model import ExperimentSection, Report
 
 __all__ = ["write_docs"]
 

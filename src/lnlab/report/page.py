@@ -23,7 +23,7 @@ from lnlab.report.captions import caption, regime_of
 from lnlab.report.fmt import fmt_cell, natural_key, sort_rows
 
 if TYPE_CHECKING:
-    from lnlab.report.build import ExperimentSection, Report
+    from lnlab.report.model import ExperimentSection, Report
 
 __all__ = ["anchor", "claim_row", "render_html"]
 
@@ -53,7 +53,7 @@ def _numeric(text: str) -> bool:
 
 def claim_row(c: ClaimResult, s: ExperimentSection) -> dict[str, Any]:
     """Everything one claim shows, as plain strings (the page and the docs pages share it)."""
-    from lnlab.report.build import measured_text, minimal_text, per_seed_text
+    from lnlab.report.model import measured_text, minimal_text, per_seed_text
 
     note = s.scale_note(c)
     m = c.measurement
@@ -73,7 +73,8 @@ def claim_row(c: ClaimResult, s: ExperimentSection) -> dict[str, Any]:
 
 
 def _section(s: ExperimentSection, rep: Report) -> dict[str, Any]:
-    from lnlab.report.build import _seeds_text, _versions_text
+    from lnlab.report.model import seeds_text as _seeds_text
+    from lnlab.report.model import versions_text as _versions_text
 
     header, rows = s.table
     figures = []
@@ -107,7 +108,7 @@ def _section(s: ExperimentSection, rep: Report) -> dict[str, Any]:
 
 def render_html(rep: Report, commit: str = "") -> str:
     """The page for ``rep`` (``commit``: the code version to show, if known)."""
-    from lnlab.report.build import _badge
+    from lnlab.report.model import verdict_badge as _badge
     from lnlab.report.replication import replication_html
 
     sections = [_section(s, rep) for s in rep.sections]
