@@ -85,13 +85,17 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     else:
         groups = [{"params": g, "weight_decay": w, "name": n}
                   for g, w, n in ((decay, wd, "decay"), (free, 0.0, "no_decay")) if g]
+    # foreach=True: one call per step instead of a Python loop over parameters (~10% of a
+    # small model's step on CPU). Bitwise the same: on CPU the foreach kernels apply the
+    # per-tensor ops one tensor at a time, and on CUDA foreach is already torch's default.
+    # Not fused=True: its single-pass kernel rounds differently.
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, foreach=True)
     betas = (float(cfg.betas[0]), float(cfg.betas[1]))
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=betas)
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=betas, foreach=True)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, foreach=True)
     raise LnlabError(f"unknown optimizer {cfg.optimizer!r}")
 
 

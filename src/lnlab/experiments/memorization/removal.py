@@ -56,13 +56,21 @@ embedding LN and a final LN, the three block groups only the norms inside blocks
 
 
 def noisy_counts_hook(state: Any) -> dict[str, int]:
-    """Trainer hook: the integer counts behind the trainer's ``mem``/``rec``/``rand``."""
+    """Trainer hook: the integer counts behind the trainer's ``mem``/``rec``/``rand``.
+
+    Counted from the predictions the trainer's own evaluation made (``state.train_preds``),
+    so counts and shares come from one forward pass; without them (a caller's own state),
+    the noisy samples are evaluated here.
+    """
     from lnlab.train import evaluate
 
     labels = state.labels
     mask = labels.mask
     if not bool(mask.any()):
         return {}
+    preds = getattr(state, "train_preds", None)
+    if preds is not None:
+        return noisy_counts(preds.cpu(), labels.labels, labels.original, mask)
     idx = mask.nonzero()[:, 0].to(state.device)
     x = state.data.x_train.to(state.device).index_select(0, idx)
     preds = evaluate(state.model, x, labels.labels.to(state.device).index_select(0, idx)).preds
