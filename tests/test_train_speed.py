@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lnlab.analysis.memorization import noisy_counts_hook
+from lnlab.experiments.memorization.removal import noisy_counts_hook
 from lnlab.train import TrainConfig, build_optimizer, evaluate, train
 
 DATA = "clusters:n=400,dim=8,classes=4,spread=1.5"
