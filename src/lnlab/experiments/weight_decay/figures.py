@@ -76,7 +76,7 @@ def figures(results: Results, out_dir: Path) -> list[Path]:
 
 
 def _fig_accuracy(results: Results, out_dir: Path) -> Path:
-    from lnlab.plotting import COLORS, figure, save
+    from lnlab.plotting import COLORS, figure, legend_outside, save
 
     datasets = results.select(kind="train").values("dataset")
     with figure(ncols=max(1, len(datasets)), nrows=2, width=3.6, height=2.6) as (fig, axes):
@@ -118,7 +118,7 @@ def _fig_accuracy(results: Results, out_dir: Path) -> Path:
                 ax.set_xlabel("hidden weight decay λ")
                 ax.set_ylabel(ylabel)
                 ax.set_title(f"{dataset}  (□ = norm-matched control, no decay)", fontsize=8)
-            axes[0][j].legend(loc="best", ncol=2)
+        legend_outside(fig, [axes[0][0]], ncol=3)
         return save(fig, out_dir / "accuracy_vs_weight_decay.png")
 
 
