@@ -158,10 +158,12 @@ def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
 
 def bars_with_seeds(ax: Axes, labels: Sequence[str], values: Sequence[Sequence[float]], *,
                     ylabel: str, colors: Sequence[str] | None = None,
-                    reference: dict[str, float] | None = None, fmt: str = "{:.3f}") -> None:
+                    reference: dict[str, float] | None = None, fmt: str = "{:.3f}",
+                    legend: bool = True) -> None:
     """Bars at the mean, error bars ± std over seeds, one dot per seed, value on top.
 
-    ``reference`` draws labelled dashed lines (e.g. a published number) across the axes.
+    ``reference`` draws labelled dashed lines (e.g. a published number) across the axes;
+    pass ``legend=False`` and call ``legend_outside`` to keep their legend off the bars.
     """
     colors = list(colors or COLORS)
     for i, (_label, xs) in enumerate(zip(labels, values, strict=True)):
@@ -182,7 +184,7 @@ def bars_with_seeds(ax: Axes, labels: Sequence[str], values: Sequence[Sequence[f
                   ha="right" if len(labels) > 4 else "center")
     ax.set_ylabel(ylabel)
     ax.grid(axis="x", visible=False)
-    if reference:
+    if reference and legend:
         ax.legend(loc="best", frameon=True, framealpha=0.85)
 
 
