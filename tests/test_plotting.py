@@ -63,3 +63,15 @@ def test_sparse_symlog_ticks_are_few_decades_and_zero(top: float) -> None:
                     assert k == round(k) and abs(t) > 1e-6
             labels = [axis.get_major_formatter()(t, i) for i, t in enumerate(ticks)]
             assert "0" in labels and all(lab for lab in labels)
+
+
+def test_save_thins_minor_labels_on_a_narrow_log_axis(tmp_path) -> None:
+    from lnlab.plotting import save
+
+    with figure() as (fig, ax):
+        ax.plot([0, 1], [2.7, 3.5])
+        ax.set_yscale("log")
+        save(fig, tmp_path / "f.png")
+        fig.canvas.draw()
+        shown = [t.get_text() for t in ax.yaxis.get_minorticklabels() if t.get_text()]
+        assert 1 <= len(shown) <= 4 and all("10" not in s for s in shown), shown

@@ -141,8 +141,31 @@ def sparse_symlog(ax: Axes, axis: str = "both", *, linthresh: float, max_ticks: 
         getattr(ax, f"set_{name}lim")(lo, hi)
 
 
+def _thin_log_minor_labels(fig: Figure, max_labels: int = 4) -> None:
+    """On a log axis spanning under a decade matplotlib labels every minor tick as
+    ``a×10^b``, which stacks up on a small panel: keep at most ``max_labels`` of them, plain."""
+    from matplotlib.ticker import FuncFormatter
+
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_scale() != "log":
+                continue
+            lo, hi = sorted(axis.get_view_interval())
+            if lo <= 0 or hi / lo >= 10:
+                continue
+            locs = [t for t in axis.get_minorticklocs() if lo <= t <= hi]
+            stride = max(1, math.ceil(len(locs) / max_labels))
+            keep = {float(t) for t in locs[::stride]}
+
+            def fmt(v: float, _pos: Any, keep: set[float] = keep) -> str:
+                return f"{v:.3g}" if any(math.isclose(v, k) for k in keep) else ""
+
+            axis.set_minor_formatter(FuncFormatter(fmt))
+
+
 def save(fig: Figure, path: str | Path) -> Path:
     """Render to PNG at ``DPI`` and write atomically."""
+    _thin_log_minor_labels(fig)
     buf = io.BytesIO()
     with plt.rc_context(STYLE):
         fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": "lnlab"})
