@@ -25,9 +25,13 @@ from matplotlib.figure import Figure
 
 from lnlab.io import write_atomic
 
-__all__ = ["COLORS", "DPI", "bars_with_seeds", "curves_with_band", "figure", "save"]
+__all__ = ["COLORS", "DPI", "MAX_COLS", "bars_with_seeds", "curves_with_band", "figure",
+           "legend_outside", "panel_figure", "save", "sparse_symlog"]
 
 DPI = 160
+# At most this many panels side by side: the report shows figures ~1,100 px wide, and wider
+# figures shrink until ticks and legends are unreadable.
+MAX_COLS = 3
 # Okabe & Ito (2008) palette: distinguishable with all common forms of colour blindness.
 COLORS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
           "#000000")
@@ -54,8 +58,114 @@ def figure(ncols: int = 1, nrows: int = 1, *, width: float = 3.4,
             plt.close(fig)
 
 
+@contextmanager
+def panel_figure(n: int, *, rows_per_panel: int = 1, max_cols: int = MAX_COLS,
+                 width: float = 3.4, height: float = 2.6,
+                 sharex: bool = False) -> Iterator[tuple[Figure, list[list[Axes]]]]:
+    """``n`` panels wrapped into rows of at most ``max_cols``; each panel is a column of
+    ``rows_per_panel`` axes. Yields (fig, panels) with ``panels[k]`` the axes of panel k
+    (top to bottom); unused grid cells are hidden. Keeps wide sweeps legible in the report."""
+    n = max(1, n)
+    ncols = min(n, max_cols)
+    grid_rows = math.ceil(n / ncols)
+    nrows = grid_rows * rows_per_panel
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows),
+                                 squeeze=False, layout="constrained", sharex=sharex)
+        try:
+            panels = []
+            for k in range(grid_rows * ncols):
+                r, c = divmod(k, ncols)
+                col = [axes[r * rows_per_panel + i][c] for i in range(rows_per_panel)]
+                if k < n:
+                    panels.append(col)
+                else:
+                    for ax in col:
+                        ax.set_visible(False)
+            yield fig, panels
+        finally:
+            plt.close(fig)
+
+
+def legend_outside(fig: Figure, axes: Sequence[Axes] | None = None, *, ncol: int = 3,
+                   loc: str = "outside lower center") -> None:
+    """One figure-level legend outside all axes, so it never covers bars or lines.
+
+    Handles are collected from ``axes`` (default: every axis, twins included) and
+    de-duplicated by label. Needs the constrained layout that ``figure()`` uses.
+    """
+    seen: dict[str, Any] = {}
+    for ax in (axes if axes is not None else fig.axes):
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab and not lab.startswith("_"):
+                seen.setdefault(lab, h)
+    if seen:
+        fig.legend(list(seen.values()), list(seen), loc=loc,
+                   ncol=max(1, min(ncol, len(seen))))
+
+
+def sparse_symlog(ax: Axes, axis: str = "both", *, linthresh: float, max_ticks: int = 7) -> None:
+    """Symlog scale with ticks at 0 and ±10^k, thinned to at most ``max_ticks``.
+
+    Matplotlib's default symlog locator labels every decade on both signs, which collides
+    on a small axis; keeping every k-th decade (and 0) stays readable.
+    """
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    for name in (("x", "y") if axis == "both" else (axis,)):
+        getattr(ax, f"set_{name}scale")("symlog", linthresh=linthresh)
+        lo, hi = getattr(ax, f"get_{name}lim")()
+        top = max(abs(lo), abs(hi), linthresh)
+        # ±linthresh sits one linear decade from 0 and its label would touch "0": skip it
+        k_lo, k_hi = math.ceil(math.log10(linthresh)) + 1, math.floor(math.log10(top))
+        decades = list(range(k_lo, k_hi + 1)) or [k_hi]
+        both = int(lo < 0) + int(hi > 0)
+        per_side = max(1, (max_ticks - 1) // max(1, both))
+        stride = math.ceil(len(decades) / per_side)
+        keep = decades[::-1][::stride][::-1]
+        ticks = [0.0]
+        if hi > 0:
+            ticks += [10.0 ** k for k in keep]
+        if lo < 0:
+            ticks += [-(10.0 ** k) for k in keep]
+        axis_obj = getattr(ax, f"{name}axis")
+        axis_obj.set_major_locator(FixedLocator(sorted(ticks)))
+        axis_obj.set_minor_locator(NullLocator())
+
+        def fmt(v: float, _pos: Any) -> str:
+            if v == 0:
+                return "0"
+            return f"{'−' if v < 0 else ''}$10^{{{round(math.log10(abs(v)))}}}$"
+
+        axis_obj.set_major_formatter(FuncFormatter(fmt))
+        getattr(ax, f"set_{name}lim")(lo, hi)
+
+
+def _thin_log_minor_labels(fig: Figure, max_labels: int = 4) -> None:
+    """On a log axis spanning under a decade matplotlib labels every minor tick as
+    ``a×10^b``, which stacks up on a small panel: keep at most ``max_labels`` of them, plain."""
+    from matplotlib.ticker import FuncFormatter
+
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_scale() != "log":
+                continue
+            lo, hi = sorted(axis.get_view_interval())
+            if lo <= 0 or hi / lo >= 10:
+                continue
+            locs = [t for t in axis.get_minorticklocs() if lo <= t <= hi]
+            stride = max(1, math.ceil(len(locs) / max_labels))
+            keep = {float(t) for t in locs[::stride]}
+
+            def fmt(v: float, _pos: Any, keep: set[float] = keep) -> str:
+                return f"{v:.3g}" if any(math.isclose(v, k) for k in keep) else ""
+
+            axis.set_minor_formatter(FuncFormatter(fmt))
+
+
 def save(fig: Figure, path: str | Path) -> Path:
     """Render to PNG at ``DPI`` and write atomically."""
+    _thin_log_minor_labels(fig)
     buf = io.BytesIO()
     with plt.rc_context(STYLE):
         fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": "lnlab"})
@@ -71,10 +181,12 @@ def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
 
 def bars_with_seeds(ax: Axes, labels: Sequence[str], values: Sequence[Sequence[float]], *,
                     ylabel: str, colors: Sequence[str] | None = None,
-                    reference: dict[str, float] | None = None, fmt: str = "{:.3f}") -> None:
+                    reference: dict[str, float] | None = None, fmt: str = "{:.3f}",
+                    legend: bool = True) -> None:
     """Bars at the mean, error bars ± std over seeds, one dot per seed, value on top.
 
-    ``reference`` draws labelled dashed lines (e.g. a published number) across the axes.
+    ``reference`` draws labelled dashed lines (e.g. a published number) across the axes;
+    pass ``legend=False`` and call ``legend_outside`` to keep their legend off the bars.
     """
     colors = list(colors or COLORS)
     for i, (_label, xs) in enumerate(zip(labels, values, strict=True)):
@@ -95,8 +207,8 @@ def bars_with_seeds(ax: Axes, labels: Sequence[str], values: Sequence[Sequence[f
                   ha="right" if len(labels) > 4 else "center")
     ax.set_ylabel(ylabel)
     ax.grid(axis="x", visible=False)
-    if reference:
-        ax.legend(loc="best")
+    if reference and legend:
+        ax.legend(loc="best", frameon=True, framealpha=0.85)
 
 
 def curves_with_band(ax: Axes, curves: Sequence[tuple[Sequence[float], Sequence[float]]], *,

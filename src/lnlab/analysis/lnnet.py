@@ -715,7 +715,7 @@ def plot_construction(
     if len(shown) > max_panels:
         shown = [*shown[: max_panels - 2], n_layers - 1, n_layers]
         shown = sorted(set(shown))
-    ncol = min(4, len(shown))
+    ncol = min(3, len(shown))  # at most 3 panels a row: legible at report width
     nrow = math.ceil(len(shown) / ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.0 * ncol, 3.0 * nrow), squeeze=False)
     cmap = plt.get_cmap("tab10")

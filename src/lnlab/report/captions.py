@@ -34,8 +34,9 @@ CAPTIONS: dict[str, str] = {
                                   "LN parameters, per setting and model family.",
     "memorization_shares": "Shares of the noisy training samples that stay memorized, are "
                            "recovered (true label) or become wrong after LN removal.",
-    "memorization_curves": "Training curves per setting and family: accuracy on clean and "
-                           "noisy samples per epoch.",
+    "memorization_curves": "Training curves per setting and family: test accuracy (upper "
+                           "axes) and memorization of the noisy samples (lower axes) per "
+                           "epoch, intact model vs all LN parameters removed.",
     "memorization_groups": "Removing the LN parameters of early, middle or later layer groups: "
                            "effect on memorization and on the overfit gap.",
     "memorization_gradients": "Per-sample gradient norms at every LN of the intact models: "

@@ -75,11 +75,10 @@ def figures(results: Results, out_dir: Path) -> list[Path]:
 def _by_depth(results: Results, out_dir: Path, variants: list[str], color: dict[str, str],
               tasks: list[str], depths: list[int]) -> Path | None:
     """Score against depth per task; diverged runs as crosses at the chance level."""
-    from lnlab.plotting import figure, save
+    from lnlab.plotting import legend_outside, panel_figure, save
 
-    with figure(ncols=len(tasks), width=2.9, height=2.6) as (fig, axes):
-        axes = list(axes) if len(tasks) > 1 else [axes]
-        for ax, task in zip(axes, tasks, strict=True):
+    with panel_figure(len(tasks), width=2.9, height=2.4) as (fig, axes):
+        for (ax,), task in zip(axes, tasks, strict=True):
             for v in variants:
                 xs, ms, ss = [], [], []
                 for d in depths:
@@ -101,20 +100,19 @@ def _by_depth(results: Results, out_dir: Path, variants: list[str], color: dict[
             ax.set_ylabel("validation bpc (lower is better)" if task == LM_TASK
                           else "test accuracy (%)")
             ax.set_title(TASK_LABELS.get(task, task))
-        axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
+        legend_outside(fig)
         return save(fig, out_dir / "ablation_by_depth.png")
 
 
 def _convergence(results: Results, out_dir: Path, variants: list[str],
                  color: dict[str, str], tasks: list[str], depths: list[int]) -> Path | None:
     """Training (dashed) vs validation (solid) loss per variant at the shallowest depth."""
-    from lnlab.plotting import figure, save
+    from lnlab.plotting import legend_outside, panel_figure, save
 
     shown = [v for v in ("layernorm", "layernorm_simple", ADANORM, "detach_both", "none")
              if v in variants]
-    with figure(ncols=len(tasks), width=2.9, height=2.6) as (fig, axes):
-        axes = list(axes) if len(tasks) > 1 else [axes]
-        for ax, task in zip(axes, tasks, strict=True):
+    with panel_figure(len(tasks), width=2.9, height=2.4) as (fig, axes):
+        for (ax,), task in zip(axes, tasks, strict=True):
             for v in shown:
                 runs = results.select(task=task, depth=depths[0], variant=v,
                                       status="finished").runs
@@ -131,14 +129,14 @@ def _convergence(results: Results, out_dir: Path, variants: list[str],
             ax.set_ylabel("loss (nats)")
             ax.set_title(f"{TASK_LABELS.get(task, task).removesuffix(' (bpc)')}, "
                          f"d={depths[0]}")
-        axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=6)
+        legend_outside(fig, ncol=2)
         return save(fig, out_dir / "ablation_convergence.png")
 
 
 def _gradient_stats(results: Results, out_dir: Path, variants: list[str],
                     color: dict[str, str]) -> Path | None:
     """A1 on real batches: measured variance and mean of ∂ℓ/∂x against D_g/σ² and ḡ/σ."""
-    from lnlab.plotting import figure, save
+    from lnlab.plotting import figure, legend_outside, save, sparse_symlog
 
     pts: dict[str, list[tuple[float, float, float, float]]] = {}
     for r in results.select(status="finished").runs:
@@ -166,10 +164,9 @@ def _gradient_stats(results: Results, out_dir: Path, variants: list[str],
         ax1.set_xlabel("D_g/σ² (upstream variance / σ²)")
         ax1.set_ylabel("measured var(∂ℓ/∂x)")
         ax1.set_title("re-scaling: below the diagonal iff σ path kept")
-        ax2.set_xscale("symlog", linthresh=1e-6)
-        ax2.set_yscale("symlog", linthresh=1e-6)
+        sparse_symlog(ax2, linthresh=1e-6)
         ax2.set_xlabel("ḡ/σ")
         ax2.set_ylabel("measured mean(∂ℓ/∂x)")
         ax2.set_title("re-centring: 0 iff μ path kept")
-        ax1.legend(loc="upper left", fontsize=6)
+        legend_outside(fig, [ax1])
         return save(fig, out_dir / "ablation_gradient_stats.png")

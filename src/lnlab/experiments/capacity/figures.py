@@ -57,7 +57,7 @@ def figures(results: Results, out_dir: Path) -> list[Path]:
     import numpy as np
 
     from lnlab.analysis.lnnet import plot_construction, random_problem
-    from lnlab.plotting import COLORS, figure, save
+    from lnlab.plotting import COLORS, figure, legend_outside, save
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -83,7 +83,7 @@ def figures(results: Results, out_dir: Path) -> list[Path]:
                 ax.set_xlabel("group number g")
                 ax.set_ylabel("training accuracy, random labels (%)")
                 ax.set_title(f"{ds} subset")
-                ax.legend(loc="best")
+            legend_outside(fig, axes[:1], ncol=2)
             paths.append(save(fig, out_dir / "capacity_vs_groups.png"))
     px = results.select(kind="proxy", status="finished")
     if px.runs:
@@ -100,7 +100,7 @@ def figures(results: Results, out_dir: Path) -> list[Path]:
             ax.set_xlabel("group number g (width 256)")
             ax.set_ylabel("training accuracy (%)")
             ax.set_title("random-feature proxy (Gaussian, d=32)")
-            ax.legend(loc="best")
+            legend_outside(fig, ncol=2)
             paths.append(save(fig, out_dir / "proxy_vs_groups.png"))
     th = results.select(kind="theory", status="finished")
     if th.runs:
@@ -120,7 +120,7 @@ def figures(results: Results, out_dir: Path) -> list[Path]:
             ax.set_xlabel(f"group number g (d = {dim})")
             ax.set_ylabel("ratio to plain LN")
             ax.set_title("Hessian nonlinearity of LN-G")
-            ax.legend(loc="best")
+            legend_outside(fig, ncol=2)
             paths.append(save(fig, out_dir / "nonlinearity_vs_groups.png"))
         X, y = random_problem(10, 2, 2, 0)
         paths.append(Path(plot_construction(

@@ -70,12 +70,11 @@ def figures(results: Results, out_dir: Path) -> list[Path]:
 
 def _fig_accuracy(p: _Panels, out_dir: Path) -> Path | None:
     """Fig. 1 style: test accuracy intact vs LN removed (all)."""
-    from lnlab.plotting import COLORS, bars_with_seeds, figure, save
+    from lnlab.plotting import COLORS, bars_with_seeds, panel_figure, save
 
     done, panels, title_of, regime = p.done, p.panels, p.title_of, p.regime
-    with figure(ncols=len(panels), width=2.4, height=2.6) as (fig, axes):
-        axes = axes if len(panels) > 1 else [axes]
-        for ax, (s, f, m) in zip(axes, panels, strict=True):
+    with panel_figure(len(panels), width=2.4, height=2.6) as (fig, axes):
+        for (ax,), (s, f, m) in zip(axes, panels, strict=True):
             sel = done.select(setting=s, family=f, model=m)
             vals = [list(sel.per_seed(_pct(a, "final_test_acc")).values.values())
                     for a in ("intact", "all")]
@@ -88,12 +87,11 @@ def _fig_accuracy(p: _Panels, out_dir: Path) -> Path | None:
 
 def _fig_shares(p: _Panels, out_dir: Path) -> Path | None:
     """Fig. 1b/d style: stacked memorization / recovery / random bars."""
-    from lnlab.plotting import COLORS, figure, save
+    from lnlab.plotting import COLORS, legend_outside, panel_figure, save
 
     done, panels, title_of, regime = p.done, p.panels, p.title_of, p.regime
-    with figure(ncols=len(panels), width=2.4, height=2.6) as (fig, axes):
-        axes = axes if len(panels) > 1 else [axes]
-        for ax, (s, f, m) in zip(axes, panels, strict=True):
+    with panel_figure(len(panels), width=2.4, height=2.6) as (fig, axes):
+        for (ax,), (s, f, m) in zip(axes, panels, strict=True):
             sel = done.select(setting=s, family=f, model=m)
             arms = ["intact", *(sel.runs[0].get("arms") or [])]
             bottom = [0.0] * len(arms)
@@ -108,22 +106,21 @@ def _fig_shares(p: _Panels, out_dir: Path) -> Path | None:
             ax.set_ylabel("share of noisy samples (%)")
             ax.set_title(f"{s} ({regime(s)})\n{title_of(s, f, m)}", fontsize=8)
             ax.tick_params(axis="x", labelrotation=30)
-        axes[0].legend(loc="lower left", fontsize=6)
+        legend_outside(fig, axes[0])
         return save(fig, out_dir / "memorization_shares.png")
 
 
 def _fig_curves(p: _Panels, out_dir: Path) -> Path | None:
     """Fig. 2 style: test accuracy and memorization over epochs, intact vs removed."""
-    from lnlab.plotting import COLORS, curves_with_band, figure, save
+    from lnlab.plotting import COLORS, curves_with_band, legend_outside, panel_figure, save
 
     done, panels, title_of = p.done, p.panels, p.title_of
-    with figure(ncols=len(panels), nrows=2, width=2.4, height=2.2) as (fig, axes):
-        axes = axes.reshape(2, -1) if hasattr(axes, "reshape") else axes
+    with panel_figure(len(panels), rows_per_panel=2, width=2.6, height=2.0) as (fig, axes):
         for j, (s, f, m) in enumerate(panels):
             sel = done.select(setting=s, family=f, model=m).runs
             for i, (metric, lab) in enumerate((("test_acc", "test accuracy (%)"),
                                                 ("mem", "memorization (%)"))):
-                ax = axes[i][j]
+                ax = axes[j][i]
                 for k, arm in enumerate(("intact", "all")):
                     curves = [r.curve(f"{arm}/{metric}") for r in sel]
                     curves = [(x, [100 * v for v in y]) for x, y in curves if x]
@@ -132,14 +129,13 @@ def _fig_curves(p: _Panels, out_dir: Path) -> Path | None:
                 ax.set_ylabel(lab)
                 if i == 0:
                     ax.set_title(f"{s}: {title_of(s, f, m)}", fontsize=8)
-                    if ax.get_legend_handles_labels()[0]:
-                        ax.legend(loc="best", fontsize=6)
+        legend_outside(fig, axes[0][:1])
         return save(fig, out_dir / "memorization_curves.png")
 
 
 def _fig_groups(p: _Panels, out_dir: Path) -> Path | None:
     """Fig. 3 style: early / middle / later removal."""
-    from lnlab.plotting import COLORS, bars_with_seeds, figure, save
+    from lnlab.plotting import COLORS, bars_with_seeds, legend_outside, panel_figure, save
 
     done, panels, title_of, regime = p.done, p.panels, p.title_of, p.regime
     grp = [(s, f, m) for s, f, m in panels
@@ -147,18 +143,17 @@ def _fig_groups(p: _Panels, out_dir: Path) -> Path | None:
                                      .get("arms"))]
     if not grp:
         return None
-    with figure(ncols=len(grp), nrows=2, width=2.6, height=2.3) as (fig, axes):
-        axes = axes.reshape(2, -1) if hasattr(axes, "reshape") else axes
+    with panel_figure(len(grp), rows_per_panel=2, width=2.6, height=2.3) as (fig, axes):
         for j, (s, f, m) in enumerate(grp):
             sel = done.select(setting=s, family=f, model=m)
             arms = ["intact", *GROUP_ARMS, "all"]
-            ax = axes[0][j]
+            ax = axes[j][0]
             vals = [list(sel.per_seed(_pct(a, "final_test_acc")).values.values())
                     for a in arms]
             bars_with_seeds(ax, arms, vals, ylabel="test accuracy (%)", fmt="{:.1f}")
             ax.set_title(f"{s} ({regime(s)}): {title_of(s, f, m)}", fontsize=8)
             ax.set_ylim(0, 105)
-            ax = axes[1][j]
+            ax = axes[j][1]
             width = 0.27
             for i, kind in enumerate(("mem", "rec", "gap")):
                 f_ = _gap if kind == "gap" else (lambda a, k=kind: _share(a, k))
@@ -167,27 +162,27 @@ def _fig_groups(p: _Panels, out_dir: Path) -> Path | None:
                 ax.bar([x + (i - 1) * width for x in range(len(arms))], h, width,
                        label={"mem": "memorization (%)", "rec": "recovery (%)",
                               "gap": "Δ overfit (points)"}[kind], color=COLORS[(3, 2, 4)[i]])
-            ax.set_xticks(range(len(arms)), arms)
-            ax.legend(loc="best", fontsize=6)
+            ax.set_xticks(range(len(arms)), arms, rotation=20, ha="right")
+        legend_outside(fig, axes[0][1:])
         return save(fig, out_dir / "memorization_groups.png")
 
 
 def _fig_gradients(p: _Panels, out_dir: Path) -> Path | None:
     """Fig. 4 style: learning vs memorization gradient norm per LN (intact), ratio on a
     twin axis."""
-    from lnlab.plotting import COLORS, figure, save
+    from lnlab.plotting import COLORS, legend_outside, panel_figure, save
 
     done, panels, title_of, regime = p.done, p.panels, p.title_of, p.regime
     gpanels = [(s, f, m) for s, f, m in panels
                if any(_sites(r) for r in done.select(setting=s, family=f, model=m).runs)]
     if not gpanels:
         return None
-    with figure(ncols=len(gpanels), nrows=2, width=2.8, height=2.3) as (fig, axes):
-        axes = axes.reshape(2, -1) if hasattr(axes, "reshape") else axes
+    with panel_figure(len(gpanels), rows_per_panel=2, width=2.8, height=2.3) as (fig, axes):
+        twins = []
         for j, (s, f, m) in enumerate(gpanels):
             runs = done.select(setting=s, family=f, model=m).runs
             for i, part in enumerate(("total", "branch")):
-                ax = axes[i][j]
+                ax = axes[j][i]
                 names = [n for n, _ in _sites(runs[0], "intact", f"learn_{part}")]
                 mean = {}
                 for kind in ("learn", "mem"):
@@ -202,13 +197,14 @@ def _fig_gradients(p: _Panels, out_dir: Path) -> Path | None:
                               fontsize=5)
                 ax.set_ylabel(f"‖∂L/∂x_LN‖ ({part})")
                 tw = ax.twinx()
+                twins.append(tw)
                 tw.plot(xs, [a / b if b > 0 else math.nan
                              for a, b in zip(mean["learn"], mean["mem"], strict=True)],
                         "--", color=COLORS[3], label="ratio")
                 tw.set_ylabel("learn / mem", color=COLORS[3], fontsize=6)
                 if i == 0:
                     ax.set_title(f"{s} ({regime(s)}): {title_of(s, f, m)}, intact", fontsize=8)
-                    ax.legend(loc="upper right", fontsize=6)
+        legend_outside(fig, [axes[0][0], twins[0]])
         return save(fig, out_dir / "memorization_gradients.png")
 
 

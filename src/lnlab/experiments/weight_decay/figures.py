@@ -76,7 +76,7 @@ def figures(results: Results, out_dir: Path) -> list[Path]:
 
 
 def _fig_accuracy(results: Results, out_dir: Path) -> Path:
-    from lnlab.plotting import COLORS, figure, save
+    from lnlab.plotting import COLORS, figure, legend_outside, save
 
     datasets = results.select(kind="train").values("dataset")
     with figure(ncols=max(1, len(datasets)), nrows=2, width=3.6, height=2.6) as (fig, axes):
@@ -118,12 +118,12 @@ def _fig_accuracy(results: Results, out_dir: Path) -> Path:
                 ax.set_xlabel("hidden weight decay λ")
                 ax.set_ylabel(ylabel)
                 ax.set_title(f"{dataset}  (□ = norm-matched control, no decay)", fontsize=8)
-            axes[0][j].legend(loc="best", ncol=2)
+        legend_outside(fig, [axes[0][0]], ncol=3)
         return save(fig, out_dir / "accuracy_vs_weight_decay.png")
 
 
 def _fig_training(results: Results, out_dir: Path) -> Path | None:
-    from lnlab.plotting import COLORS, curves_with_band, figure, save
+    from lnlab.plotting import COLORS, curves_with_band, legend_outside, panel_figure, save
 
     sel = results.select(kind="train", dataset="mnist1d", status="finished")
     if not sel.runs:
@@ -134,11 +134,12 @@ def _fig_training(results: Results, out_dir: Path) -> Path | None:
             ("norm/readout", "readout ‖w‖", False),
             ("eta_eff_hidden", "η_eff = η/‖w‖² (mean over hidden layers)", True),
             ("angle_hidden", "mean angle per step (rad)", True))
-    with figure(ncols=len(cols), nrows=len(archs), width=2.9, height=2.0) as (fig, axes):
-        axes = axes.reshape(len(archs), len(cols)) if hasattr(axes, "reshape") else [[axes]]
+    # two quantities a row (one architecture = two rows): four a row is too wide to read
+    with panel_figure(len(archs) * len(cols), max_cols=2, width=2.9,
+                      height=2.0) as (fig, axes):
         for i, arch in enumerate(archs):
             for j, (metric, label, log) in enumerate(cols):
-                ax = axes[i][j]
+                (ax,) = axes[i * len(cols) + j]
                 for k, wd in enumerate(wds):
                     runs = sel.select(arch=arch, wd=wd).runs
                     curves = [r.curve(metric) for r in runs]
@@ -156,10 +157,8 @@ def _fig_training(results: Results, out_dir: Path) -> Path | None:
                 if log:
                     ax.set_yscale("log")
                 ax.set_title(f"{arch}: {label}", fontsize=8)
-                if i == len(archs) - 1:
-                    ax.set_xlabel("epoch")
-                if i == 0 and j == 0:
-                    ax.legend(loc="best", fontsize=6)
+                ax.set_xlabel("epoch")
+        legend_outside(fig, axes[0], ncol=4)
         return save(fig, out_dir / "norms_eta_eff_angles.png")
 
 
@@ -197,13 +196,20 @@ def _fig_audit(results: Results, out_dir: Path) -> Path | None:
     header, rows = audit_rows(results)
     if not rows:
         return None
-    with figure(width=12.0, height=0.35 * (len(rows) + 2)) as (fig, ax):
+    import textwrap
+
+    # ~10 in at DPI: fits the report width; long headers wrap onto two lines
+    with figure(width=10.0, height=0.4 * (len(rows) + 3)) as (fig, ax):
         ax.axis("off")
-        tab = ax.table(cellText=rows, colLabels=header, loc="center", cellLoc="center")
+        tab = ax.table(cellText=rows, colLabels=[textwrap.fill(h, 16) for h in header],
+                       loc="center", cellLoc="center")
         tab.auto_set_font_size(False)
         tab.set_fontsize(7)
         tab.scale(1.0, 1.3)
-        ax.set_title("scale-invariance audit of the trained λ=0 MNIST-1D models, first seed "
+        for (r, _c), cell in tab.get_celld().items():
+            if r == 0:
+                cell.set_height(cell.get_height() * 1.6)
+        ax.set_title("scale-invariance audit of the trained λ=0 MNIST-1D models, first seed\n"
                      "(float64, eps=0; decay step: parameters × e^-1, the effect of 1/(ηλ) "
                      "decay steps)", fontsize=8)
         return save(fig, out_dir / "audit_table.png")
