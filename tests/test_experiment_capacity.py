@@ -60,9 +60,10 @@ def test_sweep_builds_and_counts() -> None:
     quick, _ = exp.configs("quick")
     full = cap.sweep("full", list(range(5)))  # unvalidated: counting only
     kinds = [c["kind"] for c in quick]
-    # per seed: theory + proxy + 2 datasets × (3 linear lrs + 5 groups + width 2 + the other
-    # 2 lrs for LN and width 2) + 2 families × 2 norms
-    assert len(quick) == 5 * (2 + 2 * 13 + 4)
+    # per seed: theory + proxy + MNIST-1D × (3 linear lrs + 5 groups + width 2 + the other
+    # 2 lrs for LN and width 2) + 2 families × 2 norms (quick leaves the digits fits to full)
+    assert len(quick) == 5 * (2 + 13 + 4)
+    assert {c["dataset"] for c in quick if c["kind"] == "fit"} == {"mnist1d"}
     grid = {(c["arm"], c["train"]["lr"]) for c in quick if c["kind"] == "fit"
             and c["groups"] <= 1}
     for arm in ("lnnet", "lnnet-w2"):  # the same lr grid as the linear baseline

@@ -5,6 +5,7 @@ end-to-end check goes through the experiment's code path (run_protocol → gradf
 """
 
 import math
+from dataclasses import replace
 from fractions import Fraction
 
 import numpy as np
@@ -234,16 +235,24 @@ def test_hf_init_loads_a_local_checkpoint(tmp_path):
 def test_sweeps_build_and_are_valid():
     exp = get_experiment("memorization")
     quick, seeds = exp.configs("quick")
-    assert seeds == [0, 1, 2, 3, 4] and len(quick) == 30
-    assert {c["setting"] for c in quick} == {"mnist1d", "tokens-hf", "mnist1d-ft"}
-    assert {c["regime"] for c in quick} == {"scratch", "finetune"}
+    # quick: from scratch, Pre/Post × 5 seeds, intact + all (the group arms and the HF
+    # settings are in full; the pretrained regimes in paper)
+    assert seeds == [0, 1, 2, 3, 4] and len(quick) == 10
+    assert {c["setting"] for c in quick} == {"mnist1d"}
+    assert {tuple(c["arms"]) for c in quick} == {("all",)}
     from lnlab.data import load_dataset
 
     for c in quick:  # ≥ 100 noisy samples everywhere
         n = len(load_dataset(c["train"]["data"]).y_train)
         assert round(c["noise"] * n) >= 100
     full, _ = exp.configs("full")
-    assert len(full) == 3 * (2 + 2 + 3 + 2) * 5  # noise rates × models × seeds
+    assert len(full) == 3 * (2 + 2 + 2 + 1 + 2) * 5  # noise rates × models × seeds
+    pt = [c for c in full if c["setting"] == "mnist1d-pt"]
+    assert {c["regime"] for c in pt} == {"own-pretrained"} and all(c["new_head"] for c in pt)
+    assert all(("folded" in c["arms"]) == (c["family"] == "pre") for c in pt)
+    assert {c["train"]["optimizer"] for c in pt} == {"adamw"}
+    assert all(c["pretrain"]["weight_decay"] > 0 and c["pretrain"]["wd_exclude"]
+               for c in pt)
 
 
 def test_user_options_and_errors(tmp_path):
@@ -461,3 +470,76 @@ def test_gradient_sites_follow_forward_order_with_twelve_blocks():
     for i, n in enumerate(forward):
         fake[f"intact/gradfinal/learn_total/{n}"] = 100.0 - i
     assert mz._depth_rho(Run("r", {"train": {"seed": 0}}, "finished", fake, [])) == -1.0
+
+
+def test_own_pretraining_gets_a_fresh_head_and_an_exact_fold(tmp_path):
+    """The ``folded`` control removes the pretrained LN parameters without changing the
+    function at step 0; ``all`` resets them and does change it; the head is re-drawn."""
+    data = _npz(tmp_path, n_train=60)
+    cfg = TrainConfig(model=TINY.format(ln="pre"), data=data, noise=0.1, epochs=1,
+                      batch_size=10, lr=1e-2, checkpoint_every=0, seed=3, optimizer="adamw")
+    pre = replace(cfg, noise=0.0, epochs=2, weight_decay=0.05, wd_exclude=["norm", "bias"])
+    from lnlab.data import load_dataset
+
+    info = load_dataset(data).info
+    res = run_protocol(lambda: make_model(cfg, info), cfg, arms=("all", "folded"),
+                       max_epochs=1, pretrain=pre, new_head=True, final_grads=False)
+    fold, reset = res.arms["folded"].summary, res.arms["all"].summary
+    assert fold["step0_kl"] < 1e-9 and fold["step0_agree"] == 1.0
+    assert reset["step0_kl"] > fold["step0_kl"]
+    assert fold["not_folded"] == ["final_norm"]  # pooled before the head: no exact fold
+    assert res.arms["folded"].removed and "final_norm" not in res.arms["folded"].removed
+    with pytest.raises(LnlabError, match="needs a pretraining stage"):
+        run_protocol(lambda: make_model(cfg, info), cfg, arms=("folded",), max_epochs=1)
+
+
+def test_quick_marks_what_it_leaves_out_as_not_run():
+    ms = mz.analyze(Results([r for r in _fake().runs], "memorization", "quick", [0, 1, 2]))
+    # the fake sweep has group arms; a quick-like one without them leaves sk.6/7 not run
+    quick_like = [Run(r.key, {**r.config, "arms": ["all"]}, r.status, r.summary, [])
+                  for r in _fake().runs]
+    mq = mz.analyze(Results(quick_like, "memorization", "quick", [0, 1, 2]))
+    res = {c.claim.id: c for c in evaluate_all(mz.CLAIMS, mq)}
+    assert res["sk.7.mnist1d"].verdict == "not run" and "--scale full" in res["sk.7.mnist1d"].reason
+    assert res["sk.1.tokens-hf"].verdict == "not run"
+    assert "--scale full" in res["sk.1.tokens-hf"].reason
+    assert "--scale paper" in res["sk.1.pretrained"].reason
+    assert "--scale paper" in res["sk.2fold.mnist1d-pt"].reason
+    assert ms["mnist1d: mem[post, early] − mean(middle, later)"].n == 3
+    assert {c.regime for c in mz.CLAIMS if c.id.endswith(".pretrained")} == \
+        {"real pretrained checkpoint"}
+
+
+def _pretrained_run(seed, mem_intact, mem_all, rec_all, acc_all=0.83):
+    s = {}
+    for arm, (acc, mem, rec) in {"intact": (0.83, mem_intact, 0),
+                                 "all": (acc_all, mem_all, rec_all)}.items():
+        s.update({f"{arm}/{k}": v for k, v in _summ(acc, mem, rec, 0.05).items()})
+    for i, site in enumerate(["embeddings.LayerNorm", "layer.0.norm1", "layer.1.norm1",
+                              "layer.10.norm1"]):
+        s[f"intact/gradfinal/learn_total/{site}"] = 8.0 / (i + 1)
+        s[f"intact/gradfinal/mem_total/{site}"] = 2.0 / (i + 1)
+        s[f"intact/gradfinal/learn_sameclass_total/{site}"] = 4.0 / (i + 1)
+        s[f"intact/gradfinal/block/{site}"] = i - 1
+        s[f"intact/gradfinal/order/{site}"] = i
+    cfg = {"setting": "pretrained", "regime": "pretrained", "family": "post", "model": "m",
+           "noise": 0.05, "arms": ["all"], "train": {"seed": seed}}
+    return Run(f"p{seed}", cfg, "finished", s, [])
+
+
+def test_pretrained_claims_read_memorization_relative_to_the_intact_model():
+    runs = [_pretrained_run(sd, 80 + sd, 20 + sd, 70 - sd) for sd in range(4)]
+    ms = mz.analyze(Results(runs, "memorization", "paper", [0, 1, 2, 3]))
+    assert ms["pretrained: mem[post, all] / mem[post, intact]"].values[0] == pytest.approx(0.25)
+    assert ms["pretrained: intact memorization (%)"].values[1] == pytest.approx(81.0)
+    v = {c.claim.id: c.verdict for c in evaluate_all(mz.CLAIMS, ms)
+         if c.claim.id.endswith(".pretrained")}
+    assert v["sk.precondition.pretrained"] == "pass"
+    assert v["sk.3b.pretrained"] == v["sk.3.pretrained"] == v["sk.1.pretrained"] == "supported"
+    assert v["sk.8.pretrained"] == v["sk.8same.pretrained"] == "supported"
+    assert v["sk.10post.pretrained"] == "supported"  # depth from the recorded order, not names
+    # an intact model that memorized under half of the noisy labels fails the gate
+    low = [_pretrained_run(sd, 30, 10, 70) for sd in range(4)]
+    g = {c.claim.id: c for c in evaluate_all(mz.CLAIMS, mz.analyze(Results(low)))}
+    assert g["sk.precondition.pretrained"].verdict == "fail"
+    assert g["sk.3b.pretrained"].verdict == "inconclusive"

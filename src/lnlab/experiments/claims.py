@@ -45,6 +45,7 @@ from typing import Any, Literal
 __all__ = [
     "CHECK_OUTCOMES",
     "KINDS",
+    "NOT_RUN",
     "VERDICTS",
     "Check",
     "CheckBound",
@@ -64,8 +65,11 @@ __all__ = [
     "seeds_needed",
 ]
 
-Verdict = Literal["supported", "contradicted", "inconclusive", "pass", "fail"]
+Verdict = Literal["supported", "contradicted", "inconclusive", "pass", "fail", "not run"]
 VERDICTS: tuple[str, ...] = ("supported", "contradicted", "inconclusive")
+NOT_RUN = "not run"
+"""Neither a verdict nor an outcome: the sweep did not run what the claim needs (another scale
+does); counted apart from both kinds."""
 CHECK_OUTCOMES: tuple[str, ...] = ("pass", "fail")
 KINDS = ("check", "empirical")
 Op = Literal[">", ">=", "<", "<="]
@@ -95,6 +99,8 @@ class Measurement:
     excluded: int = 0
     note: str = ""
     blocked: str = ""
+    not_run: str = ""
+    """Set when the sweep did not run what the quantity needs: which scale does."""
 
     @property
     def finite(self) -> list[float]:
@@ -120,7 +126,7 @@ class Measurement:
         return {"values": {str(k): _num(float(v)) for k, v in sorted(self.values.items())},
                 "mean": _num(self.mean), "std": _num(self.std), "n": self.n,
                 "excluded": self.excluded, "unit": self.unit, "note": self.note,
-                "blocked": self.blocked}
+                "blocked": self.blocked, "not_run": self.not_run}
 
 
 def _num(x: float | None) -> float | None:
@@ -502,6 +508,7 @@ class Claim:
     notes: str = ""
     measured_by: str = ""
     requires: tuple[str, ...] = ()
+    regime: str = ""  # where the measurement comes from: "from scratch", "own pretraining", …
 
     @property
     def kind(self) -> str:
@@ -512,7 +519,8 @@ class Claim:
             "id": self.id, "kind": self.kind, "source": self.source,
             "statement": self.statement, "metric": self.metric, "expected": self.expected,
             "rule": self.rule.to_dict(), "rule_text": self.rule.describe(), "notes": self.notes,
-            "measured_by": self.measured_by, "requires": list(self.requires)}
+            "measured_by": self.measured_by, "requires": list(self.requires),
+            "regime": self.regime}
         r = self.rule
         if isinstance(r, Check | CheckBound):
             d["tolerance"] = r.tolerance
@@ -540,6 +548,11 @@ class ClaimResult:
     @property
     def kind(self) -> str:
         return self.claim.kind
+
+    @property
+    def not_run(self) -> bool:
+        """The sweep did not run this claim's setting (another scale does)."""
+        return self.verdict == NOT_RUN
 
     @property
     def seeds_needed(self) -> int | None:
@@ -589,6 +602,9 @@ def evaluate(claim: Claim, measurements: Mapping[str, Measurement], experiment: 
         bad = "fail" if claim.kind == "check" else "inconclusive"
         return ClaimResult(claim, bad, f"not measured: {claim.metric!r} is missing "
                            "(an analysis defect)", None, experiment)
+    if m.not_run:
+        return ClaimResult(claim, NOT_RUN, f"not run at this scale: {m.not_run}", m,
+                           experiment)
     if m.blocked and claim.kind == "empirical":
         return ClaimResult(claim, "inconclusive", f"not evidence: {m.blocked}", m, experiment,
                            claim.rule.stats(m), gate=m.blocked)
@@ -644,6 +660,8 @@ def compare_verdicts(a: Iterable[ClaimResult | Mapping[str, Any]],
         da, db = ia.get(key), ib.get(key)
         va = da["verdict"] if da else None
         vb = db["verdict"] if db else None
+        if NOT_RUN in (va, vb):
+            continue  # not run in one of the seed sets' sweeps: nothing to compare
         kind = (da or db or {}).get("kind", "empirical")
         rows.append({"experiment": key[0], "id": key[1], "kind": kind, "verdict_a": va,
                      "verdict_b": vb, "agree": va is not None and va == vb,

@@ -85,6 +85,7 @@ class Experiment:
     table_metrics: tuple[str, ...] | None
     headline_metric: str | None
     _mod: ModuleType
+    regime_note: str = ""  # which regime is closest to the paper (the report's regime table)
 
     @classmethod
     def from_module(cls, mod: ModuleType) -> Experiment:
@@ -108,6 +109,7 @@ class Experiment:
             group_by=tuple(group_by) if group_by else None,
             table_metrics=tuple(metrics) if metrics else None,
             headline_metric=getattr(mod, "HEADLINE_METRIC", None), _mod=mod,
+            regime_note=getattr(mod, "REGIME_NOTE", ""),
         )
 
     def configs(self, scale: str, seeds: int | None = None,
@@ -154,6 +156,12 @@ class Experiment:
 
     def figures(self, results: Results, out_dir: Path) -> list[Path]:
         return [Path(p) for p in self._mod.figures(results, out_dir)]
+
+    def extra_tables(self, results: Results) -> list[tuple[str, list[str], list[list[str]]]]:
+        """More (title, header, rows) tables after the results table (module ``extra_tables``),
+        e.g. per-seed values with intervals for one setting."""
+        f = getattr(self._mod, "extra_tables", None)
+        return [(t, list(h), [list(r) for r in rows]) for t, h, rows in f(results)] if f else []
 
     def table(self, results: Results) -> tuple[list[str], list[list[str]]]:
         """Results table (header, rows): one row per setting, mean ± std over seeds."""

@@ -25,6 +25,7 @@ from lnlab.errors import error_summary as one_line  # a failed step's error, cap
 from lnlab.experiments.claims import ClaimResult, evaluate_all
 from lnlab.experiments.framework import Experiment, Results
 from lnlab.io import dir_lock
+from lnlab.report.docs import extra_table_lines, not_run_lines, regime_lines
 from lnlab.report.files import write_atomic
 from lnlab.report.fmt import fmt_cell, sort_rows
 from lnlab.report.model import (
@@ -67,20 +68,24 @@ def collect(out_dir: str | Path,
         sweeps = store.latest_sweeps()
         if not sweeps:
             raise LnlabError(f"no experiment results in {out}: run `lnlab run` first")
+        several = {n for n in (sw.experiment for sw in sweeps)
+                   if sum(x.experiment == n for x in sweeps) > 1}
         for sw in sweeps:
+            label = f"{sw.experiment} ({sw.scale})" if sw.experiment in several else ""
             rows = store.runs(keys=sw.keys)
             counts = {s: sum(r.status == s for r in rows)
                       for s in ("finished", "diverged", "failed", "running", "pending")}
             try:
                 exp = resolve(sw.experiment)
             except (LnlabError, ImportError, TypeError) as e:
-                sections.append(ExperimentSection(sw.experiment, "", sw, counts,
+                sections.append(ExperimentSection(sw.experiment, "", sw, counts, label=label,
                                                   problems=[f"cannot load: {one_line(e)}"]))
                 continue
             results = Results.from_store(store, sw.keys, experiment=exp.name, scale=sw.scale,
                                          seeds=sw.seeds)
             sec = ExperimentSection(exp.name, exp.description, sw, counts,
-                                    seeds_by_scale=dict(exp.seeds))
+                                    seeds_by_scale=dict(exp.seeds), label=label,
+                                    regime_note=exp.regime_note)
             if counts["pending"] or counts["running"]:
                 sec.problems.append(f"{counts['pending'] + counts['running']} run(s) not done "
                                     "yet: re-run the same command to finish the sweep")
@@ -97,16 +102,17 @@ def collect(out_dir: str | Path,
                                  for c in exp.claims if c.metric not in measurements]
             sec.problems += edited_claims(exp, sw)
             try:
-                sec.figures = exp.figures(results, base / "figures" / exp.name)
+                sec.figures = exp.figures(results, base / "figures" / sec.slug)
             except Exception as e:
                 sec.problems.append(f"figures failed: {one_line(e)}")
             try:
                 sec.table = exp.table(results)
+                sec.extra_tables = exp.extra_tables(results)
             except Exception as e:
                 sec.problems.append(f"results table failed: {one_line(e)}")
             sections.append(sec)
-        replication = collect_replication(store, sweeps, [c for s in sections for c in s.claims],
-                                          resolve)
+        replication = collect_replication(
+            store, sweeps, [c for s in sections for c in s.claims if not c.not_run], resolve)
     return Report(out, datetime.now(UTC).isoformat(timespec="seconds"), sections, replication,
                   files_dir=files_dir and Path(files_dir))
 
@@ -227,7 +233,7 @@ def render_json(rep: Report) -> str:
         "check_outcomes": rep.check_counts(),
         "headline": rep.headline(),
         "experiments": [
-            {"name": s.name, "scale": s.sweep.scale, "seeds": s.sweep.seeds,
+            {"name": s.name, "title": s.title, "scale": s.sweep.scale, "seeds": s.sweep.seeds,
              "options": s.sweep.options, "versions": s.sweep.versions,
              "sweep_started": s.sweep.started, "sweep_finished": s.sweep.finished,
              "runs": s.counts, "problems": s.problems,
@@ -238,6 +244,7 @@ def render_json(rep: Report) -> str:
         "claims": [{**c.to_dict(), "scale_note": _section(rep, c).scale_note(c)}
                    for c in rep.claims],
         "checks": [c.to_dict() for c in rep.checks],
+        "not_run": [c.to_dict() for c in rep.not_run],
     }
     if rep.replication is not None:
         doc["replication"] = replication_json(rep.replication)
@@ -283,7 +290,7 @@ def render_markdown(rep: Report) -> str:
     if rep.replication is not None:
         lines += replication_markdown(rep.replication)
     for s in rep.sections:
-        lines += [f"## {s.name}", "", s.description, "",
+        lines += [f"## {s.title}", "", s.description, "",
                   f"- scale: `{s.sweep.scale}`; seeds: {seeds_text(s.sweep)}",
                   "- runs: " + ", ".join(f"{n} {k}" for k, n in s.counts.items() if n),
                   f"- sweep: {s.sweep.started} → {s.sweep.finished or 'not finished'}",
@@ -292,11 +299,12 @@ def render_markdown(rep: Report) -> str:
             lines += [f"- options: {json.dumps(s.sweep.options)}", ""]
         for p in s.problems:
             lines += [f"> **note:** {p}", ""]
-        if s.claims:
+        lines += regime_lines(rep, s) + not_run_lines(s)
+        if s.shown:
             lines += ["| claim | rule | verdict | why |", "|---|---|---|---|"]
             lines += [f"| {_md(c.claim.id)} | {_md(c.claim.rule.describe())} | {c.verdict} "
                       f"| {_md(c.reason)}{_md('; ' + s.scale_note(c) if s.scale_note(c) else '')} |"
-                      for c in s.claims]
+                      for c in s.shown]
             lines.append("")
         header, rows = s.table
         if rows:
@@ -305,6 +313,7 @@ def render_markdown(rep: Report) -> str:
             lines += ["| " + " | ".join(_md(fmt_cell(x)) for x in r) + " |"
                       for r in sort_rows(rows)]
             lines.append("")
+        lines += extra_table_lines(s)
         for p in s.figures:
             rel = p.relative_to(rep.base) if p.is_relative_to(rep.base) else p
             lines += [f"![{p.stem}]({rel.as_posix()})", ""]

@@ -43,11 +43,48 @@ def _provenance(rep: Report, commit: str, sections: list[ExperimentSection]) -> 
             f"- environment (recorded with the runs): {lib}"]
 
 
+def regime_lines(rep: Report, s: ExperimentSection) -> list[str]:
+    """The regime × claim table (markdown), in the first section of its experiment only."""
+    if next(x for x in rep.sections if x.name == s.name) is not s:
+        return []
+    header, rows = rep.regime_table(s.name)
+    if not rows:
+        return []
+    lines = ["## Claims by regime", ""]
+    if s.regime_note:
+        lines += [s.regime_note, ""]
+    lines += ["| " + " | ".join(map(_md, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_md(x) for x in r) + " |" for r in rows]
+    return [*lines, ""]
+
+
+def not_run_lines(s: ExperimentSection) -> list[str]:
+    """The claims this sweep did not run, with the scale that does."""
+    if not s.not_run:
+        return []
+    why: dict[str, list[str]] = {}
+    for c in s.not_run:
+        why.setdefault(c.measurement.not_run if c.measurement else "", []).append(c.claim.id)
+    return ["Not run at this scale: " + "; ".join(f"{', '.join(ids)} ({w})"
+                                                  for w, ids in why.items()) + ".", ""]
+
+
+def extra_table_lines(s: ExperimentSection) -> list[str]:
+    """The experiment's extra tables (markdown), each under its title, rows as given."""
+    lines: list[str] = []
+    for title, header, rows in s.extra_tables:
+        lines += [f"### {title}", "", "| " + " | ".join(map(_md, header)) + " |",
+                  "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(_md(fmt_cell(x)) for x in r) + " |" for r in rows]
+        lines.append("")
+    return lines
+
+
 def _page(rep: Report, s: ExperimentSection, commit: str) -> str:
-    rows = [claim_row(c, s) for c in s.claims]
+    rows = [claim_row(c, s) for c in s.shown]
     emp = [r for r in rows if r["kind"] == "empirical"]
     chk = [r for r in rows if r["kind"] == "check"]
-    lines = [GENERATED, f"# Results: {s.name}", "", s.description, "",
+    lines = [GENERATED, f"# Results: {s.title}", "", s.description, "",
              f"Scale `{s.sweep.scale}`, seeds {', '.join(map(str, s.sweep.seeds)) or '–'}; "
              "runs: " + ", ".join(f"{n} {k}" for k, n in s.counts.items() if n) + ".", "",
              *_provenance(rep, commit, [s]), "",
@@ -56,6 +93,7 @@ def _page(rep: Report, s: ExperimentSection, commit: str) -> str:
     lines += [f"> **note:** {_md(p)}" for p in s.problems]
     if s.problems:
         lines.append("")
+    lines += regime_lines(rep, s) + not_run_lines(s)
     if emp:
         lines += ["## Empirical claims", "",
                   "| claim | statement | regime | measured | n | verdict |",
@@ -76,6 +114,7 @@ def _page(rep: Report, s: ExperimentSection, commit: str) -> str:
         lines += ["| " + " | ".join(_md(fmt_cell(x)) for x in r) + " |"
                   for r in sort_rows(table)]
         lines.append("")
+    lines += extra_table_lines(s)
     return "\n".join(lines)
 
 
@@ -90,9 +129,9 @@ def _index(rep: Report, commit: str) -> str:
              "| checks passed | checks failed |", "|---|---|---|---|---|---|---|---|"]
     for s in rep.sections:
         def n(kind: str, verdict: str, s: ExperimentSection = s) -> int:
-            return sum(c.kind == kind and c.verdict == verdict for c in s.claims)
+            return sum(c.kind == kind and c.verdict == verdict for c in s.shown)
 
-        lines.append(f"| [{_md(s.name)}]({s.name}.md) | {s.sweep.scale} | {len(s.sweep.seeds)} "
+        lines.append(f"| [{_md(s.title)}]({s.slug}.md) | {s.sweep.scale} | {len(s.sweep.seeds)} "
                      f"| {n('empirical', 'supported')} | {n('empirical', 'contradicted')} "
                      f"| {n('empirical', 'inconclusive')} | {n('check', 'pass')} "
                      f"| {n('check', 'fail')} |")
@@ -109,7 +148,7 @@ def write_docs(rep: Report, docs_dir: str | Path, commit: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for s in rep.sections:
-        path = out / f"{s.name}.md"
+        path = out / f"{s.slug}.md"
         write_atomic(path, _page(rep, s, commit))
         written.append(path)
     index = out / "README.md"

@@ -27,6 +27,7 @@ __all__ = [
     "versions_text",
 ]
 
+REGIME_ORDER = ("from scratch", "own pretraining", "real pretrained checkpoint")
 VERDICT_COLORS = {"supported": "#1b7f3b", "contradicted": "#b3261e", "inconclusive": "#8a6d00",
                   "pass": "#1b7f3b", "fail": "#b3261e"}
 VERDICT_BG = {"supported": "#e6f4ea", "contradicted": "#fce8e6", "inconclusive": "#fef7e0",
@@ -46,6 +47,27 @@ class ExperimentSection:
     table: tuple[list[str], list[list[str]]] = field(default_factory=lambda: ([], []))
     problems: list[str] = field(default_factory=list)
     seeds_by_scale: dict[str, int] = field(default_factory=dict)
+    extra_tables: list[tuple[str, list[str], list[list[str]]]] = field(default_factory=list)
+    label: str = ""  # "memorization (paper)" when the store holds the experiment at two scales
+    regime_note: str = ""
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
+
+    @property
+    def slug(self) -> str:
+        """A file and anchor name unique among the report's sections."""
+        return f"{self.name}-{self.sweep.scale}" if self.label else self.name
+
+    @property
+    def shown(self) -> list[ClaimResult]:
+        """The claims this sweep measured (the ones it did not run are listed apart)."""
+        return [c for c in self.claims if not c.not_run]
+
+    @property
+    def not_run(self) -> list[ClaimResult]:
+        return [c for c in self.claims if c.not_run]
 
     def scale_note(self, c: ClaimResult) -> str:
         """Why an inconclusive claim could not be decided at this scale, and what can."""
@@ -74,12 +96,46 @@ class Report:
 
     @property
     def claims(self) -> list[ClaimResult]:
-        """Empirical claims only (checks are reported apart: ``checks``)."""
-        return [c for s in self.sections for c in s.claims if c.kind == "empirical"]
+        """Empirical claims only (checks are reported apart: ``checks``; claims whose setting
+        this store's sweeps did not run are neither: ``not_run``)."""
+        return [c for s in self.sections for c in s.shown if c.kind == "empirical"]
 
     @property
     def checks(self) -> list[ClaimResult]:
-        return [c for s in self.sections for c in s.claims if c.kind == "check"]
+        return [c for s in self.sections for c in s.shown if c.kind == "check"]
+
+    @property
+    def not_run(self) -> list[ClaimResult]:
+        """Claims no sweep here measured (another scale runs them), once per claim id."""
+        ran = {(c.experiment, c.claim.id) for s in self.sections for c in s.shown}
+        out: dict[tuple[str, str], ClaimResult] = {}
+        for s in self.sections:
+            for c in s.not_run:
+                if (c.experiment, c.claim.id) not in ran:
+                    out.setdefault((c.experiment, c.claim.id), c)
+        return list(out.values())
+
+    def regime_table(self, name: str) -> tuple[list[str], list[list[str]]]:
+        """For an experiment whose claims name their regime: one row per claim (its id
+        without the setting), one column per (regime, setting), the verdict in each cell
+        ("not run" where no sweep here ran it, "–" where the claim is not tested there)."""
+        results = [c for s in self.sections if s.name == name for c in s.claims
+                   if c.claim.regime]
+        cols: dict[tuple[str, str], None] = {}
+        cells: dict[tuple[str, tuple[str, str]], str] = {}
+        for c in results:
+            stem, setting = c.claim.id.rsplit(".", 1)
+            col = (c.claim.regime, setting)
+            cols.setdefault(col)
+            key = (stem, col)
+            if not c.not_run or key not in cells:
+                cells[key] = c.verdict
+        order = {r: i for i, r in enumerate(REGIME_ORDER)}
+        columns = sorted(cols, key=lambda rc: order.get(rc[0], len(order)))
+        stems = list(dict.fromkeys(c.claim.id.rsplit(".", 1)[0] for c in results))
+        header = ["claim", *(f"{r}: {s}" for r, s in columns)]
+        rows = [[stem, *(cells.get((stem, col), "–") for col in columns)] for stem in stems]
+        return header, rows
 
     def verdict_counts(self) -> dict[str, int]:
         return {v: sum(c.verdict == v for c in self.claims) for v in VERDICTS}
@@ -90,10 +146,13 @@ class Report:
     def headline(self) -> str:
         """One sentence with both kinds' counts (never added together)."""
         vc, cc = self.verdict_counts(), self.check_counts()
-        return (f"{len(self.claims)} empirical claims: "
+        text = (f"{len(self.claims)} empirical claims: "
                 + ", ".join(f"{n} {v}" for v, n in vc.items())
                 + f". {len(self.checks)} checks: " + ", ".join(f"{n} {v}" for v, n in cc.items())
                 + ".")
+        if self.not_run:
+            text += f" {len(self.not_run)} not run at the scales here."
+        return text
 
 
 def measured_text(c: ClaimResult) -> str:

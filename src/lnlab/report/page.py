@@ -59,9 +59,11 @@ def claim_row(c: ClaimResult, s: ExperimentSection) -> dict[str, Any]:
     m = c.measurement
     est = (c.stats.estimate if c.stats is not None else (m.mean if m and m.n else None))
     return {
-        "id": c.claim.id, "anchor": anchor("claim", c.claim.id),
-        "experiment": s.name, "exp_anchor": anchor("exp", s.name),
-        "figures": anchor("exp", s.name) + "-figures" if s.figures else "",
+        "id": c.claim.id,
+        # one experiment at two scales shows a claim twice: its anchor then names the section
+        "anchor": anchor("claim", (f"{s.slug}." if s.label else "") + c.claim.id),
+        "experiment": s.title, "exp_anchor": anchor("exp", s.slug),
+        "figures": anchor("exp", s.slug) + "-figures" if s.figures else "",
         "kind": c.kind, "scale": s.sweep.scale, "regime": regime_of(c),
         "statement": c.claim.statement, "source": c.claim.source, "metric": c.claim.metric,
         "criterion": minimal_text(c), "rule": c.claim.rule.describe(),
@@ -79,7 +81,7 @@ def _section(s: ExperimentSection, rep: Report) -> dict[str, Any]:
     header, rows = s.table
     figures = []
     for i, p in enumerate(s.figures):
-        fig: dict[str, Any] = {"anchor": anchor("fig", f"{s.name}-{p.stem}-{i}"),
+        fig: dict[str, Any] = {"anchor": anchor("fig", f"{s.slug}-{p.stem}-{i}"),
                                "caption": caption(p), "path": str(p), "data": "", "error": ""}
         try:
             fig["data"] = base64.b64encode(p.read_bytes()).decode()
@@ -87,23 +89,47 @@ def _section(s: ExperimentSection, rep: Report) -> dict[str, Any]:
             fig["error"] = str(err)
         figures.append(fig)
     return {
-        "name": s.name, "anchor": anchor("exp", s.name), "description": s.description,
+        "name": s.title, "anchor": anchor("exp", s.slug), "description": s.description,
         "scale": s.sweep.scale, "seeds": _seeds_text(s.sweep), "n_seeds": len(s.sweep.seeds),
         "runs": ", ".join(f"{n} {k}" for k, n in s.counts.items() if n),
         "started": s.sweep.started, "finished": s.sweep.finished or "not finished",
         "versions": _versions_text(s.sweep.versions),
         "options": json.dumps(s.sweep.options) if s.sweep.options else "",
         "problems": s.problems,
-        "claims": [claim_row(c, s) for c in s.claims],
-        "verdicts": {v: sum(c.kind == "empirical" and c.verdict == v for c in s.claims)
+        "claims": [claim_row(c, s) for c in s.shown],
+        "not_run": _not_run_text(s),
+        "regimes": _regimes(s, rep),
+        "verdicts": {v: sum(c.kind == "empirical" and c.verdict == v for c in s.shown)
                      for v in VERDICTS},
-        "outcomes": {v: sum(c.kind == "check" and c.verdict == v for c in s.claims)
+        "outcomes": {v: sum(c.kind == "check" and c.verdict == v for c in s.shown)
                      for v in CHECK_OUTCOMES},
+        "extra_tables": [{"title": t, "header": list(h),
+                          "rows": [[{"text": fmt_cell(x), "num": _numeric(x)} for x in r]
+                                   for r in rows]} for t, h, rows in s.extra_tables],
         "table_header": list(header),
         "table_rows": [[{"text": fmt_cell(x), "num": _numeric(x)} for x in r]
                        for r in sort_rows(rows)],
         "figures": figures,
     }
+
+
+def _not_run_text(s: ExperimentSection) -> str:
+    """One line: the claims this sweep did not run, grouped by the reason (which scale)."""
+    why: dict[str, list[str]] = {}
+    for c in s.not_run:
+        why.setdefault(c.measurement.not_run if c.measurement else "", []).append(c.claim.id)
+    return "; ".join(f"{', '.join(ids)} ({w})" for w, ids in why.items())
+
+
+def _regimes(s: ExperimentSection, rep: Report) -> dict[str, Any]:
+    """The regime × claim table, shown once per experiment (in its first section)."""
+    first = next(x for x in rep.sections if x.name == s.name)
+    if first is not s:
+        return {}
+    header, rows = rep.regime_table(s.name)
+    if not rows:
+        return {}
+    return {"header": header, "rows": rows, "note": s.regime_note}
 
 
 def render_html(rep: Report, commit: str = "") -> str:

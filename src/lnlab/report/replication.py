@@ -74,13 +74,13 @@ def collect_replication(store: Store, primary: Sequence[SweepRow],
                         primary_claims: Sequence[ClaimResult],
                         resolve: Callable[[str], Experiment]) -> Replication | None:
     """Evaluate each experiment's latest replication sweep; None when there is none."""
-    reps = {s.experiment: s for s in store.latest_sweeps(replicate=True)}
+    reps = {(s.experiment, s.scale): s for s in store.latest_sweeps(replicate=True)}
     if not reps:
         return None
-    by_name = {s.experiment: s for s in primary}
+    by_name = {(s.experiment, s.scale): s for s in primary}
     out = Replication(pairs={})
-    for name, rep in reps.items():
-        prim = by_name.get(name)
+    for (name, scale), rep in reps.items():
+        prim = by_name.get((name, scale))
         why = "no primary sweep" if prim is None else _mismatch(prim, rep)
         if why or prim is None:
             out.problems.append(f"{name}: replication sweep left out ({why})")

@@ -510,10 +510,11 @@ class Store:
         return [s for s in out if replicate is None or s.replicate == replicate]
 
     def latest_sweeps(self, *, replicate: bool = False) -> list[SweepRow]:
-        """The most recent primary sweep of each experiment (``replicate=True``: the most
-        recent replication sweep), in order of first appearance."""
-        latest: dict[str, SweepRow] = {}
+        """The most recent primary sweep of each experiment and scale (``replicate=True``: the
+        most recent replication sweeps), in order of first appearance: a store may hold one
+        experiment at several scales (memorization's quick and paper runs)."""
+        latest: dict[tuple[str, str], SweepRow] = {}
         for s in self.sweeps(replicate=replicate):
-            latest[s.experiment] = s
+            latest[(s.experiment, s.scale)] = s
         return list(latest.values())
 

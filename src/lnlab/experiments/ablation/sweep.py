@@ -58,23 +58,18 @@ SETTINGS: dict[str, dict[str, Any]] = {
                             "dim": 16, "epochs": 2, "batch_size": 64, "lr": 3e-3},
         },
     },
+    # quick: the two MLP tasks at two depths with the variants the claims compare (w/o Norm
+    # and AdaNorm C=2 are figure material): the transformer and char-LM tasks cost ~5× more
+    # than the whole quick budget allows, so their claims (A5.lm, A6.lm) run at "full"
     "quick": {
         "depths": (2, 6),
-        "variants": ("none", "layernorm", "layernorm_simple", "detach_both", "detach_mean",
-                     "detach_std", "adanorm_C1", "adanorm_C2"),
+        "variants": ("layernorm", "layernorm_simple", "detach_both", "detach_mean",
+                     "detach_std", "adanorm_C1"),
         "tasks": {
             "mnist1d_mlp": {"data": "mnist1d", "model": _MLP, "width": 64, "epochs": 20,
                             "batch_size": 100, "lr": 3e-3},
             "digits_mlp": {"data": "digits", "model": _MLP, "width": 64, "epochs": 20,
                            "batch_size": 100, "lr": 3e-3},
-            "tokens_preln": {"data": "tokens:n=2000,length=8,distractors=1", "model": _TOK,
-                             "dim": 32, "ln": "pre", "epochs": 8, "batch_size": 100,
-                             "lr": 3e-3},
-            "tokens_postln": {"data": "tokens:n=2000,length=8,distractors=1", "model": _TOK,
-                              "dim": 32, "ln": "post", "epochs": 8, "batch_size": 100,
-                              "lr": 3e-3},
-            "pystdlib_lm": {"data": "pystdlib:chars=20000,context=32", "model": _LM,
-                            "dim": 32, "epochs": 6, "batch_size": 32, "lr": 3e-3},
         },
     },
     "full": {
@@ -106,7 +101,7 @@ def sweep(scale: str, seeds: list[int], tiny: str = "0") -> list[dict[str, Any]]
         raise LnlabError(f"option tiny must be 0 or 1, got {tiny!r}")
     setting = SETTINGS["tiny" if tiny == "1" else scale]
     configs = []
-    for task in ORDER:
+    for task in (t for t in ORDER if t in setting["tasks"]):
         s = setting["tasks"][task]
         for depth in sorted(setting["depths"], reverse=True):
             arms = []

@@ -37,6 +37,19 @@ def table(results: Results) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def extra_tables(results: Results) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The real-pretrained setting's table (paper scale): per arm, mean [95% t-interval] over
+    seeds, then every seed, with the memorization delay (epochs to 50/90/100%)."""
+    from lnlab.experiments.memorization.pretrained import pretrained_table
+
+    if not results.select(setting="pretrained", status="finished").runs:
+        return []
+    header, rows = pretrained_table(results)
+    h2, per = pretrained_table(results, per_seed=True)
+    return [("Real pretrained checkpoint: mean [95% CI] over seeds", header, rows),
+            ("Real pretrained checkpoint: per seed", h2, per)]
+
+
 @dataclass
 class _Panels:
     """The finished runs and one panel per (setting, LN placement, model) to draw."""

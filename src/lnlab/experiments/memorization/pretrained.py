@@ -77,10 +77,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
 
 from lnlab.errors import LnlabError
 from lnlab.experiments.claims import interval
+from lnlab.experiments.memorization.removal import FOLDED, reset_effect
 
 __all__ = [
     "CHECKPOINT",
@@ -108,10 +108,7 @@ classes."""
 TINY: dict[str, Any] = {"n_train": 64, "n_test": 32, "noise": 0.05, "epochs": 1,
                         "arms": ("all",), "grad_samples": 16, "probe": 16}
 THRESHOLDS = (50, 90, 100)
-FOLDED = "folded"
-"""The control arm (Pre-LN only): every LN whose output feeds only linear maps has its gain
-and bias folded into them (:func:`lnlab.surgery_fold.fold_affine`) and is then frozen at (1, 0) —
-the parameters are removed but the function at step 0 is unchanged."""
+
 
 
 def _data_spec(checkpoint: str, n_train: int, n_test: int) -> str:
@@ -168,37 +165,6 @@ def epochs_to(epochs: list[dict[str, Any]], share: float) -> int | None:
         if m is not None and m >= share - 1e-12:
             return int(e["epoch"])
     return None
-
-
-def _first_token_hidden(model: nn.Module, x: Tensor) -> Tensor:
-    """The final hidden state of the first token (BERT's [CLS], what its head reads)."""
-    hf = model.hf  # type: ignore[attr-defined]
-    mask = (x != model.pad_id).long()  # type: ignore[attr-defined]
-    mask[:, 0] = 1
-    out = hf.base_model(input_ids=x, attention_mask=mask)
-    return out[0][:, 0]
-
-
-@torch.no_grad()
-def reset_effect(intact: nn.Module, reset: nn.Module, x: Tensor, *,
-                 hidden: bool = True) -> dict[str, float]:
-    """How far a reset moves the model at step 0, on probe inputs ``x`` (eval mode).
-
-    ``hidden=False`` leaves out the hidden-state change (NaN): after a fold the final hidden
-    state is the pre-affine one by design, and only the outputs are comparable."""
-    intact.eval()
-    reset.eval()
-    a, b = intact(x).double(), reset(x).double()
-    pa, lpa, lpb = a.softmax(-1), a.log_softmax(-1), b.log_softmax(-1)
-    kl = (pa * (lpa - lpb)).sum(-1).mean()
-    rel = math.nan
-    if hidden:
-        ha = _first_token_hidden(intact, x).double()
-        hb = _first_token_hidden(reset, x).double()
-        rel = float(((hb - ha).norm(dim=-1) / ha.norm(dim=-1).clamp_min(1e-30)).mean())
-    return {"step0_kl": float(kl), "step0_logit_change": float((b - a).abs().mean()),
-            "step0_agree": float((a.argmax(-1) == b.argmax(-1)).double().mean()),
-            "step0_hidden_change": rel}
 
 
 def run_pretrained(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:

@@ -43,12 +43,16 @@ def run(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     cfg = TrainConfig.from_dict(config["train"])
     pre = None
     if config.get("pretrain"):
-        p = config["pretrain"]
-        pre = replace(cfg, data=p["data"], noise=0.0, epochs=int(p["epochs"]),
-                      stop_at_train_acc=None)
+        # the pretraining stage: clean labels, its own recipe (optimizer, lr, weight decay)
+        # where the setting gives one; evaluated once, at the end (its curve is not reported)
+        p = dict(config["pretrain"])
+        epochs = int(p.pop("epochs"))
+        pre = replace(TrainConfig.from_dict({**config["train"], **p}), noise=0.0,
+                      epochs=epochs, stop_at_train_acc=None, eval_every=epochs)
     res = run_protocol(_factory(config, cfg), cfg, run_dir, arms=config["arms"],
                        max_epochs=int(config["max_epochs"]), stop_at=float(config["stop_at"]),
-                       pretrain=pre, grad_every=int(config.get("grad_every") or 0))
+                       pretrain=pre, new_head=bool(config.get("new_head")),
+                       grad_every=int(config.get("grad_every") or 0))
     intact = res.arms["intact"]
     summary = res.summary()
     summary["removed_sites"] = {a: r.removed for a, r in res.arms.items() if r.removed}

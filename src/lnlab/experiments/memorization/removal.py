@@ -32,6 +32,7 @@ Metric keys are prefixed with the arm: ``intact/test_acc``, ``all/mem``, ``early
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,14 +46,22 @@ from lnlab.errors import LnlabError
 
 __all__ = [
     "ARMS",
+    "FOLDED",
     "ProtocolResult",
+    "fresh_head",
     "noisy_counts_hook",
+    "reset_effect",
     "run_protocol",
 ]
 
 ARMS = ("all", "early", "middle", "later")
 """Removal arms: which LNs lose their affine parameters (surgery groups; ``all`` includes an
 embedding LN and a final LN, the three block groups only the norms inside blocks)."""
+FOLDED = "folded"
+"""The control arm (a pretrained Pre-LN model only): every LN whose output feeds only linear
+maps has its gain and bias folded into them (:func:`lnlab.surgery_fold.fold_affine`) and is then
+frozen at (1, 0), so the parameters are removed but the function at step 0 is unchanged; an LN
+that also feeds anything else stays intact (``<arm>/not_folded``)."""
 
 
 def noisy_counts_hook(state: Any) -> dict[str, int]:
@@ -152,6 +161,17 @@ def same_class_clean(y_true: torch.Tensor, noisy: torch.Tensor, idx: torch.Tenso
     return torch.tensor(out, dtype=torch.long)
 
 
+def fresh_head(model: nn.Module, seed: int) -> None:
+    """Re-draw the classification head (``model.head``), as fine-tuning a pretrained model on
+    a new task does: the pretrained features are kept, the task-specific map is not."""
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Linear):
+        raise LnlabError(f"{type(model).__name__} has no linear ``head`` to re-draw")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        head.reset_parameters()
+
+
 def grad_summary(sites: Any) -> dict[str, float]:
     """Summary entries for per-site gradient norms, with each site's forward position
     (``gradfinal/order/<site>``, from ``find_norms``) and block index (``gradfinal/block/<site>``,
@@ -168,28 +188,96 @@ def grad_summary(sites: Any) -> dict[str, float]:
     return out
 
 
+def _remove(model: nn.Module, where: str | None, probe: torch.Tensor | None
+            ) -> tuple[list[str], int, dict[str, Any]]:
+    """Apply one arm's removal in place: (sites removed, parameters removed, extra summary)."""
+    from lnlab.surgery import find_norms, select_sites, strip_affine
+    from lnlab.surgery_fold import fold_affine
+
+    if where is None:
+        return [], 0, {}
+    if where == FOLDED:
+        assert probe is not None
+        rep = fold_affine(model, "all", example_input=probe[:8], skip_unfoldable=True)
+        removed = [c.site for c in rep]
+        if not removed:
+            raise LnlabError(f"arm {FOLDED!r}: no LN of this model feeds only linear maps, "
+                             "so none can be folded exactly")
+        return removed, rep.params_removed, {"not_folded": [site for site, _ in rep.skipped]}
+    removed = [s.name for s in select_sites(find_norms(model), where)]
+    if not removed:
+        raise LnlabError(f"arm {where!r}: the model has no LayerNorm there")
+    return removed, strip_affine(model, where).params_removed, {}
+
+
+def _first_token_hidden(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The final hidden state of the first token (BERT's [CLS], what its head reads)."""
+    hf = model.hf  # type: ignore[attr-defined]
+    mask = (x != model.pad_id).long()  # type: ignore[attr-defined]
+    mask[:, 0] = 1
+    out = hf.base_model(input_ids=x, attention_mask=mask)
+    return out[0][:, 0]
+
+
+@torch.no_grad()
+def reset_effect(intact: nn.Module, reset: nn.Module, x: torch.Tensor, *,
+                 hidden: bool = True) -> dict[str, float]:
+    """How far a removal moves the model at step 0, on probe inputs ``x`` (eval mode):
+    KL(p_intact ‖ p_reset) of the class probabilities, mean |Δlogit|, argmax agreement and
+    (``hidden``, Hugging Face models) the relative change of the first token's final hidden
+    state. ``hidden=False`` leaves that out (NaN): after a fold the final hidden state is the
+    pre-affine one by design, and only the outputs are comparable."""
+    intact.eval()
+    reset.eval()
+    a, b = intact(x).double(), reset(x).double()
+    pa, lpa, lpb = a.softmax(-1), a.log_softmax(-1), b.log_softmax(-1)
+    kl = (pa * (lpa - lpb)).sum(-1).mean()
+    rel = math.nan
+    if hidden:
+        ha = _first_token_hidden(intact, x).double()
+        hb = _first_token_hidden(reset, x).double()
+        rel = float(((hb - ha).norm(dim=-1) / ha.norm(dim=-1).clamp_min(1e-30)).mean())
+    return {"step0_kl": float(kl), "step0_logit_change": float((b - a).abs().mean()),
+            "step0_agree": float((a.argmax(-1) == b.argmax(-1)).double().mean()),
+            "step0_hidden_change": rel}
+
+
+def _probe(cfg: Any, n: int = 256) -> torch.Tensor:
+    """A fixed batch of training inputs (seeded) on which a removal's step-0 effect is read."""
+    from lnlab.data import load_dataset
+    from lnlab.train import derive_seed
+
+    data = load_dataset(cfg.data, seed=cfg.data_seed)
+    g = torch.Generator().manual_seed(derive_seed(cfg.seed, "probe"))
+    return data.x_train[torch.randperm(len(data.x_train), generator=g)[:n]]
+
+
 def run_protocol(make_model: Callable[[], nn.Module], cfg: Any, run_dir: str | Path | None = None,
                  *, arms: Sequence[str] = ("all",), max_epochs: int | None = None,
-                 stop_at: float = 1.0, pretrain: Any = None, grad_every: int = 0,
-                 final_grads: bool = True, grad_samples: int = 512,
+                 stop_at: float = 1.0, pretrain: Any = None, new_head: bool = False,
+                 grad_every: int = 0, final_grads: bool = True, grad_samples: int = 512,
                  progress: Callable[[str, dict[str, Any]], None] | None = None
                  ) -> ProtocolResult:
     """Run the protocol (module doc) for a model factory and a noisy ``TrainConfig``.
 
     ``make_model`` is called once under ``torch.manual_seed(derive_seed(cfg.seed, "init"))``;
     every arm starts from a copy of that model (after ``pretrain``, a clean-label
-    ``TrainConfig`` trained first when given). ``cfg.noise`` must be > 0. ``run_dir`` holds one
-    sub-directory per stage, so an interrupted protocol resumes stage by stage.
+    ``TrainConfig`` trained first when given, and with ``new_head`` a freshly drawn head).
+    ``cfg.noise`` must be > 0. ``run_dir`` holds one sub-directory per stage, so an interrupted
+    protocol resumes stage by stage. The ``folded`` arm (pretrained Pre-LN models) also
+    records how far each removal moves the model at step 0 (``<arm>/step0_kl``, …).
     """
     from lnlab.analysis.gradients import gradient_hook
-    from lnlab.surgery import find_norms, select_sites, strip_affine
     from lnlab.train import derive_seed, train
 
     if not cfg.noise > 0:
         raise LnlabError("the memorization protocol needs label noise (noise > 0)")
-    bad = [a for a in arms if a not in ARMS]
+    bad = [a for a in arms if a not in (*ARMS, FOLDED)]
     if bad:
-        raise LnlabError(f"unknown removal arm {bad[0]!r}; valid: {', '.join(ARMS)}")
+        raise LnlabError(f"unknown removal arm {bad[0]!r}; valid: {', '.join((*ARMS, FOLDED))}")
+    if FOLDED in arms and pretrain is None:
+        raise LnlabError(f"arm {FOLDED!r} controls for discarding *pretrained* LN values: it "
+                         "needs a pretraining stage")
     if not 0 < stop_at <= 1:
         raise LnlabError(f"stop_at must be in (0, 1], got {stop_at}")
     rdir = Path(run_dir) if run_dir is not None else None
@@ -204,7 +292,10 @@ def run_protocol(make_model: Callable[[], nn.Module], cfg: Any, run_dir: str | P
         if pre.status != "finished":
             raise LnlabError(f"pretraining {pre.status} at epoch "
                              f"{pre.summary.get('diverged_epoch')}")
+        if new_head:
+            fresh_head(base, derive_seed(cfg.seed, "head"))
     init_state = copy.deepcopy(base.state_dict())
+    probe = _probe(cfg) if FOLDED in arms or (pretrain is not None and arms) else None
 
     def hooks() -> list[Any]:
         hs: list[Any] = [noisy_counts_hook]
@@ -215,16 +306,12 @@ def run_protocol(make_model: Callable[[], nn.Module], cfg: Any, run_dir: str | P
     def one(name: str, c: Any, where: str | None) -> ArmResult:
         model = copy.deepcopy(base)
         model.load_state_dict(init_state)
-        removed: list[str] = []
-        n_removed = 0
-        if where is not None:
-            removed = [s.name for s in select_sites(find_norms(model), where)]
-            if not removed:
-                raise LnlabError(f"arm {where!r}: the model has no LayerNorm there")
-            n_removed = strip_affine(model, where).params_removed
+        removed, n_removed, extra = _remove(model, where, probe)
+        if where is not None and probe is not None:  # what the removal alone does at step 0
+            extra.update(reset_effect(base, model, probe, hidden=False))
         cb = (lambda r: progress(name, r)) if progress is not None else None
         r = train(c, sub(name), hooks=hooks(), model=model, progress=cb)
-        summ = dict(r.summary)
+        summ = {**r.summary, **extra}
         if r.epochs:
             last = r.epochs[-1]
             for k in ("n_noisy", "n_mem", "n_rec", "n_rand"):

@@ -23,9 +23,10 @@ Training. Plain SGD (no momentum: the effective-learning-rate algebra below is t
 lr η = 0.1, batch 100, constant schedule. Weight decay λ (coupled L2, which equals decoupled
 decay for SGD) is applied to every *hidden* parameter and never to the readout: readout decay
 is ordinary ridge regression on the features in every architecture, which neither document
-disputes, and leaving it out isolates the part the blog's argument is about. Sweep: λ ∈ {0,
-1e-2, 3e-2} ("quick") × 3 seeds on MNIST-1D with 15% of the training labels flipped (so that
-regularization matters) and on scikit-learn's digits.
+disputes, and leaving it out isolates the part the blog's argument is about. Sweep ("quick"):
+(i) and (ii) at λ ∈ {0, 3e-2}, the other block forms at λ = 0 (for the static checks), × 5
+seeds on MNIST-1D with 15% of the training labels flipped (so that regularization matters);
+"full" trains every form at six λ on MNIST-1D and on scikit-learn's digits.
 
 Measured per run (per epoch, from a per-step hook ``lnlab.train.train(step_hooks=...)``):
 for every hidden Linear layer (weight and bias as one group), the readout and, in the residual

@@ -85,6 +85,8 @@ def _fig_accuracy(results: Results, out_dir: Path) -> Path:
             wds = sorted(results.select(kind="train", dataset=dataset).values("wd"))
             xs = list(range(len(wds)))
             for i, arch in enumerate(ARCHS):
+                if not results.select(kind="train", dataset=dataset, arch=arch).runs:
+                    continue  # no legend entry for a form this sweep did not train
                 for row, metric in enumerate(("acc", "dist")):
                     ax = axes[row][j]
                     means, stds = [], []
