@@ -117,3 +117,31 @@ def test_one_experiment_at_two_scales_gets_two_sections(tmp_path, monkeypatch):
     assert sorted(p.name for p in written) == ["README.md", "toy-full.md", "toy-quick.md"]
     index = (tmp_path / "docs" / "README.md").read_text()
     assert "[toy (quick)](toy-quick.md)" in index and "[toy (full)](toy-full.md)" in index
+
+
+def test_report_combines_output_directories(tmp_path, monkeypatch, capsys):
+    """`lnlab report QUICK --with PAPER`: a quick reproduction and a run at another scale kept
+    in their own directories make one report; the other directory is only read."""
+    from lnlab.cli import main
+
+    monkeypatch.setattr(experiments, "EXPERIMENTS", {"toy": "test_runner_toy"})
+    quick, paper = tmp_path / "quick", tmp_path / "paper"
+    run_sweep(quick, "toy", "test_runner_toy", toy.sweep("quick", [0, 1, 2]), scale="quick",
+              seeds=[0, 1, 2], progress=False)
+    run_sweep(paper, "toy", "test_runner_toy", toy.sweep("full", [0, 1, 2]), scale="full",
+              seeds=[0, 1, 2], progress=False)
+    before = sorted(p.name for p in paper.iterdir())
+    assert main(["report", str(quick), "--with", str(paper), "--docs",
+                 str(tmp_path / "docs")]) == 0
+    doc = json.loads((quick / "claims.json").read_text())
+    assert [(e["title"], e["scale"]) for e in doc["experiments"]] == [
+        ("toy (quick)", "quick"), ("toy (full)", "full")]
+    assert sorted(p.name for p in paper.iterdir()) == before  # nothing written there
+    assert (tmp_path / "docs" / "toy-full.md").is_file()
+    # the same experiment and scale in both: which one? refused, nothing written
+    run_sweep(paper, "toy", "test_runner_toy", toy.sweep("quick", [0, 1, 2]), scale="quick",
+              seeds=[0, 1, 2], progress=False)
+    capsys.readouterr()
+    assert main(["report", str(quick), "--with", str(paper)]) == 2
+    err = capsys.readouterr().err
+    assert "both hold a quick sweep of toy" in err and len(err.strip().splitlines()) == 1

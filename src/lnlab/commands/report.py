@@ -1,5 +1,6 @@
 """``lnlab report DIR``: rebuild claims.json, report.md and report.html from the store;
-``--docs DOCS`` also writes the results pages for ``docs/`` from the same analysis."""
+``--docs DOCS`` also writes the results pages for ``docs/`` from the same analysis, and
+``--with DIR2`` combines another output directory into the report."""
 
 from __future__ import annotations
 
@@ -19,11 +20,15 @@ def register(app: typer.Typer) -> None:
             "--docs", help="also write the results pages (README.md and one page per "
                            "experiment, with commit, date and versions) into this folder, "
                            "e.g. docs/results")] = None,
+        also: Annotated[list[Path] | None, typer.Option(
+            "--with", help="another output directory to combine into this report (read "
+                           "only; repeatable), e.g. a `--scale paper` run beside a quick "
+                           "reproduction")] = None,
     ) -> None:
         """Write the claims table, results tables and figures of an output directory."""
         from lnlab.report import build_report
 
-        paths = build_report(out, docs_dir=docs)
+        paths = build_report(out, docs_dir=docs, others=also or ())
         doc = json.loads(paths["claims.json"].read_text())
         console = Console(soft_wrap=True)
         console.print("claims: " + ", ".join(f"{n} {v}" for v, n in doc["verdicts"].items()))

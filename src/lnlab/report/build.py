@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from lnlab.report.model import (
 )
 from lnlab.report.page import render_html
 from lnlab.report.replication import (
+    Replication,
     collect_replication,
     replication_json,
     replication_markdown,
@@ -52,69 +53,102 @@ __all__ = ["ExperimentSection", "Report", "build_report", "collect"]
 
 def collect(out_dir: str | Path,
             resolve: Callable[[str], Experiment] | None = None,
-            files_dir: str | Path | None = None) -> Report:
+            files_dir: str | Path | None = None,
+            others: Sequence[str | Path] = ()) -> Report:
     """Analyze every experiment in the store; figures go to ``files_dir/figures/<name>/``
-    (``files_dir`` defaults to ``out_dir``).
+    (``files_dir`` defaults to ``out_dir``). ``others``: more output directories whose
+    sweeps join the report (e.g. a quick reproduction and a ``--scale paper`` run kept
+    apart); each (experiment, scale) may come from one directory only.
 
     A failing ``analyze``/``figures`` is reported in its section (its claims become
     inconclusive) instead of aborting the whole report.
     """
     if resolve is None:
         from lnlab.experiments import get_experiment as resolve
-    out = Path(out_dir)
-    base = Path(files_dir) if files_dir is not None else out
-    sections = []
-    with Store.open(out) as store:
-        sweeps = store.latest_sweeps()
-        if not sweeps:
-            raise LnlabError(f"no experiment results in {out}: run `lnlab run` first")
-        several = {n for n in (sw.experiment for sw in sweeps)
-                   if sum(x.experiment == n for x in sweeps) > 1}
-        for sw in sweeps:
-            label = f"{sw.experiment} ({sw.scale})" if sw.experiment in several else ""
-            rows = store.runs(keys=sw.keys)
-            counts = {s: sum(r.status == s for r in rows)
-                      for s in ("finished", "diverged", "failed", "running", "pending")}
-            try:
-                exp = resolve(sw.experiment)
-            except (LnlabError, ImportError, TypeError) as e:
-                sections.append(ExperimentSection(sw.experiment, "", sw, counts, label=label,
-                                                  problems=[f"cannot load: {one_line(e)}"]))
-                continue
-            results = Results.from_store(store, sw.keys, experiment=exp.name, scale=sw.scale,
-                                         seeds=sw.seeds)
-            sec = ExperimentSection(exp.name, exp.description, sw, counts,
-                                    seeds_by_scale=dict(exp.seeds), label=label,
-                                    regime_note=exp.regime_note)
-            if counts["pending"] or counts["running"]:
-                sec.problems.append(f"{counts['pending'] + counts['running']} run(s) not done "
-                                    "yet: re-run the same command to finish the sweep")
-            measurements = {}
-            analyzed = False
-            try:
-                measurements = exp.analyze(results)
-                analyzed = True
-            except Exception as e:
-                sec.problems.append(f"analysis failed: {one_line(e)}")
-            sec.claims = evaluate_all(exp.claims, measurements, exp.name, strict=False)
-            if analyzed:
-                sec.problems += [f"claim {c.id}: {c.metric!r} was not measured (analysis defect)"
-                                 for c in exp.claims if c.metric not in measurements]
-            sec.problems += edited_claims(exp, sw)
-            try:
-                sec.figures = exp.figures(results, base / "figures" / sec.slug)
-            except Exception as e:
-                sec.problems.append(f"figures failed: {one_line(e)}")
-            try:
-                sec.table = exp.table(results)
-                sec.extra_tables = exp.extra_tables(results)
-            except Exception as e:
-                sec.problems.append(f"results table failed: {one_line(e)}")
-            sections.append(sec)
-        replication = collect_replication(
-            store, sweeps, [c for s in sections for c in s.claims if not c.not_run], resolve)
-    return Report(out, datetime.now(UTC).isoformat(timespec="seconds"), sections, replication,
-                  files_dir=files_dir and Path(files_dir))
+    dirs = [Path(out_dir), *(Path(d) for d in others)]
+    base = Path(files_dir) if files_dir is not None else dirs[0]
+    sections: list[ExperimentSection] = []
+    replications: list[Replication] = []
+    with contextlib.ExitStack() as stack:
+        stores = [stack.enter_context(Store.open(d)) for d in dirs]
+        found = [(st, d, sw) for st, d in zip(stores, dirs, strict=True)
+                 for sw in st.latest_sweeps()]
+        if not found:
+            raise LnlabError(f"no experiment results in {', '.join(map(str, dirs))}: run "
+                             "`lnlab run` first")
+        where: dict[tuple[str, str], Path] = {}
+        for _, d, sw in found:
+            if (sw.experiment, sw.scale) in where:
+                raise LnlabError(f"{where[sw.experiment, sw.scale]} and {d} both hold a "
+                                 f"{sw.scale} sweep of {sw.experiment}: combine directories "
+                                 "with different experiments or scales")
+            where[sw.experiment, sw.scale] = d
+        names = [sw.experiment for _, _, sw in found]
+        several = {n for n in names if names.count(n) > 1}
+        for store in stores:
+            mine = [sw for st, _, sw in found if st is store]
+            secs = [_collect_section(store, sw, resolve, base,
+                                     f"{sw.experiment} ({sw.scale})"
+                                     if sw.experiment in several else "") for sw in mine]
+            sections += secs
+            rep = collect_replication(
+                store, mine, [c for s in secs for c in s.claims if not c.not_run], resolve)
+            if rep is not None:
+                replications.append(rep)
+    replication = None
+    for r in replications:  # one per directory that has a replication sweep
+        if replication is None:
+            replication = r
+        else:
+            replication.pairs.update(r.pairs)
+            replication.claims += r.claims
+            replication.agreements += r.agreements
+            replication.problems += r.problems
+    return Report(dirs[0], datetime.now(UTC).isoformat(timespec="seconds"), sections,
+                  replication, files_dir=files_dir and Path(files_dir))
+
+
+def _collect_section(store: Store, sw: SweepRow, resolve: Callable[[str], Experiment],
+                     base: Path, label: str) -> ExperimentSection:
+    """One sweep's section: its claims evaluated on its runs, its figures and tables."""
+    rows = store.runs(keys=sw.keys)
+    counts = {s: sum(r.status == s for r in rows)
+              for s in ("finished", "diverged", "failed", "running", "pending")}
+    try:
+        exp = resolve(sw.experiment)
+    except (LnlabError, ImportError, TypeError) as e:
+        return ExperimentSection(sw.experiment, "", sw, counts, label=label,
+                                 problems=[f"cannot load: {one_line(e)}"])
+    results = Results.from_store(store, sw.keys, experiment=exp.name, scale=sw.scale,
+                                 seeds=sw.seeds)
+    sec = ExperimentSection(exp.name, exp.description, sw, counts,
+                            seeds_by_scale=dict(exp.seeds), label=label,
+                            regime_note=exp.regime_note)
+    if counts["pending"] or counts["running"]:
+        sec.problems.append(f"{counts['pending'] + counts['running']} run(s) not done "
+                            "yet: re-run the same command to finish the sweep")
+    measurements = {}
+    analyzed = False
+    try:
+        measurements = exp.analyze(results)
+        analyzed = True
+    except Exception as e:
+        sec.problems.append(f"analysis failed: {one_line(e)}")
+    sec.claims = evaluate_all(exp.claims, measurements, exp.name, strict=False)
+    if analyzed:
+        sec.problems += [f"claim {c.id}: {c.metric!r} was not measured (analysis defect)"
+                         for c in exp.claims if c.metric not in measurements]
+    sec.problems += edited_claims(exp, sw)
+    try:
+        sec.figures = exp.figures(results, base / "figures" / sec.slug)
+    except Exception as e:
+        sec.problems.append(f"figures failed: {one_line(e)}")
+    try:
+        sec.table = exp.table(results)
+        sec.extra_tables = exp.extra_tables(results)
+    except Exception as e:
+        sec.problems.append(f"results table failed: {one_line(e)}")
+    return sec
 
 
 def edited_claims(exp: Experiment, sw: SweepRow) -> list[str]:
@@ -142,7 +176,8 @@ BUILDS = ".report"  # every build in its own folder; "current" names the one sho
 
 def build_report(out_dir: str | Path,
                  resolve: Callable[[str], Experiment] | None = None,
-                 docs_dir: str | Path | None = None) -> dict[str, Path]:
+                 docs_dir: str | Path | None = None,
+                 others: Sequence[str | Path] = ()) -> dict[str, Path]:
     """Collect and write the report files as one set; returns their paths.
 
     Why a set: ``claims.json``, ``report.md``, ``report.html`` and ``figures/`` must come
@@ -153,17 +188,19 @@ def build_report(out_dir: str | Path,
     mix. Older builds are removed afterwards.
 
     ``docs_dir``: also write the results pages for ``docs/`` there (:mod:`lnlab.report.docs`),
-    from the same analysis; their paths are returned under ``docs/<name>``.
+    from the same analysis; their paths are returned under ``docs/<name>``. ``others``: more
+    output directories combined into this report (read only; see :func:`collect`).
     """
     out = Path(out_dir)
-    with Store.open(out) as store:  # fail on a bad store before anything is written
-        if not store.latest_sweeps():
-            raise LnlabError(f"no experiment results in {out}: run `lnlab run` first")
+    for d in (out, *map(Path, others)):
+        with Store.open(d) as store:  # fail on a bad store before anything is written
+            if not store.latest_sweeps():
+                raise LnlabError(f"no experiment results in {d}: run `lnlab run` first")
     builds = out / BUILDS
     with dir_lock(builds, "building the report"):
         tmp = Path(tempfile.mkdtemp(prefix="build-", dir=builds))
         try:
-            rep = collect(out, resolve, files_dir=tmp)
+            rep = collect(out, resolve, files_dir=tmp, others=others)
             (tmp / "figures").mkdir(exist_ok=True)
             write_atomic(tmp / "claims.json", render_json(rep))
             write_atomic(tmp / "report.md", render_markdown(rep))

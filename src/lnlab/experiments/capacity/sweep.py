@@ -30,7 +30,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "tiny": {"epochs": 2, "n": {"mnist1d": 200, "digits": 200}, "groups": (1, 4),
              "lrs": (1e-2,), "batches": (100,), "pepochs": 1, "vc": (2, 3), "trials": 1,
              "proxy_n": 300, "construct": ((10, 2, 2), (12, 1, 3))},
-    "quick": {"epochs": 100, "n": {"mnist1d": 2000}, "groups": FIT_GROUPS,
+    "quick": {"epochs": 50, "step": 10, "n": {"mnist1d": 2000}, "groups": FIT_GROUPS,
               "lrs": LINEAR_LRS, "batches": (100,), "pepochs": 15, "vc": (2, 3, 4, 5),
               "trials": 2, "proxy_n": 3000, "construct": CONSTRUCT},
     "full": {"epochs": 150, "n": {"mnist1d": 4000, "digits": 1438}, "groups": FIT_GROUPS,
@@ -54,7 +54,8 @@ def sweep(scale: str, seeds: list[int], *, tiny: str | None = None) -> list[dict
                         "curve_dim": CURVE_DIM, "curve_groups": list(CURVE_GROUPS)})
         configs.append({"kind": "proxy", "seed": s, "n": p["proxy_n"], "dim": 32,
                         "width": 256, "classes": 10, "groups": list(PROXY_GROUPS)})
-    recipe = {"optimizer": "adam", "schedule": "step", "step_size": 20, "gamma": 0.5,
+    recipe = {"optimizer": "adam", "schedule": "step", "step_size": p.get("step", 20),
+              "gamma": 0.5,
               "epochs": p["epochs"], "random_labels": True, "checkpoint_every": 0,
               "eval_every": p["epochs"], "threads": 1}
     for ds, n in p["n"].items():

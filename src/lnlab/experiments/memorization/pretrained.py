@@ -56,8 +56,9 @@ the last one). The paper trains Post-LN models for 40 epochs; 8 is what the budg
 here, so the intact model may not reach 100% memorization (``epochs_to_mem100`` is then
 ``None``): ``-o epochs=N`` runs longer (≈ 9 minutes per extra epoch for the whole sweep),
 ``-o arms=all,early,middle,later`` adds the group arms (×2.5 time), ``-o noise=0.01`` /
-``0.02`` the paper's other rates (fewer
-than 100 noisy samples at this size).
+``0.02`` the paper's other rates (fewer than 100 noisy samples at this size). The built-in
+paper sweep also runs own pretraining (``sweep.OWN_PRETRAINED``: 4 seeds × Pre/Post-LN lnlab
+transformers, about 50 CPU-seconds each, so ≈ 3 more minutes).
 
 Summary keys follow :mod:`lnlab.experiments.memorization.removal` (``intact/final_test_acc``,
 ``all/final_n_mem``, ``all/gradfinal/learn_total/<site>``) so the memorization experiment's

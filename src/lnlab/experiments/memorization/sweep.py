@@ -69,7 +69,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     )},
     "quick": {"noise": (0.1,), "rows": (
         {"name": "mnist1d", "regime": "scratch", "data": "mnist1d:size=1250",
-         "models": _lnlab(3, 32), "arms": ("all",), "epochs": 200, "grad_every": 10},
+         "models": _lnlab(3, 32), "arms": ("all",), "epochs": 200, "grad_every": 20},
     )},
     "full": {"noise": (0.01, 0.02, 0.05), "rows": (
         {"name": "mnist1d", "regime": "scratch", "data": "mnist1d:size=20000",

@@ -42,7 +42,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
              "control_datasets": ["mnist1d"], "control_modes": [True],
              "li_arora": {"steps": 20}},
     "quick": {"archs": ("ln", "pre"), "static_archs": ("none", "pre+final", "post", "branch"),
-              "depth": 3, "width": 64, "wds": [0.0, 3e-2], "epochs": {"mnist1d": 40},
+              "depth": 3, "width": 64, "wds": [0.0, 3e-2], "epochs": {"mnist1d": 30},
               "control_wds": [3e-2], "control_datasets": ["mnist1d"], "control_modes": [True],
               "li_arora": {}, "check_seeds": 1},
     "full": {"archs": tuple(ARCHS), "static_archs": (), "depth": 4, "width": 128,
