@@ -61,8 +61,10 @@ def test_sweep_builds_and_counts() -> None:
     full = cap.sweep("full", list(range(5)))  # unvalidated: counting only
     kinds = [c["kind"] for c in quick]
     # per seed: theory + proxy + MNIST-1D × (3 linear lrs + 5 groups + width 2 + the other
-    # 2 lrs for LN and width 2) + 2 families × 2 norms (quick leaves the digits fits to full)
-    assert len(quick) == 5 * (2 + 13 + 4)
+    # 2 lrs for LN and width 2) + the CNN × 2 norms (quick leaves the digits fits and the
+    # Transformer comparison to full)
+    assert len(quick) == 5 * (2 + 13 + 2)
+    assert {c["family"] for c in quick if c["kind"] == "practical"} == {"cnn"}
     assert {c["dataset"] for c in quick if c["kind"] == "fit"} == {"mnist1d"}
     grid = {(c["arm"], c["train"]["lr"]) for c in quick if c["kind"] == "fit"
             and c["groups"] <= 1}

@@ -66,9 +66,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "variants": ("layernorm", "layernorm_simple", "detach_both", "detach_mean",
                      "detach_std", "adanorm_C1"),
         "tasks": {
-            "mnist1d_mlp": {"data": "mnist1d", "model": _MLP, "width": 64, "epochs": 15,
+            "mnist1d_mlp": {"data": "mnist1d", "model": _MLP, "width": 64, "epochs": 10,
                             "batch_size": 100, "lr": 3e-3},
-            "digits_mlp": {"data": "digits", "model": _MLP, "width": 64, "epochs": 15,
+            "digits_mlp": {"data": "digits", "model": _MLP, "width": 64, "epochs": 10,
                            "batch_size": 100, "lr": 3e-3},
         },
     },

@@ -147,6 +147,10 @@ def analyze(results: Results) -> dict[str, Measurement]:
 
     for fam, (_, g) in PRACTICAL.items():
         pr = results.select(kind="practical", family=fam)
+        if not pr.runs:
+            out[f"{fam}: test_acc[LN-G] − test_acc[LN] (points)"] = Measurement(
+                {}, not_run=f"the {fam} comparison runs at --scale full")
+            continue
         a = pr.by_seed(_acc_pct("final_test_acc"), groups=g)
         b = pr.by_seed(_acc_pct("final_test_acc"), groups=1)
         out[f"{fam}: test_acc[LN-G] − test_acc[LN] (points)"] = paired_values(a, b, unit="points")

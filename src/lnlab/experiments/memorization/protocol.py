@@ -52,7 +52,8 @@ def run(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     res = run_protocol(_factory(config, cfg), cfg, run_dir, arms=config["arms"],
                        max_epochs=int(config["max_epochs"]), stop_at=float(config["stop_at"]),
                        pretrain=pre, new_head=bool(config.get("new_head")),
-                       grad_every=int(config.get("grad_every") or 0))
+                       grad_every=int(config.get("grad_every") or 0),
+                       grad_samples=int(config.get("grad_samples") or 512))
     intact = res.arms["intact"]
     summary = res.summary()
     summary["removed_sites"] = {a: r.removed for a, r in res.arms.items() if r.removed}

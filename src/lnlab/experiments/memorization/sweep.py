@@ -69,7 +69,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
     )},
     "quick": {"noise": (0.1,), "rows": (
         {"name": "mnist1d", "regime": "scratch", "data": "mnist1d:size=1250",
-         "models": _lnlab(3, 32), "arms": ("all",), "epochs": 200, "grad_every": 20},
+         "models": _lnlab(3, 32), "arms": ("all",), "epochs": 200, "grad_every": 20,
+         "grad_samples": 256},
     )},
     "full": {"noise": (0.01, 0.02, 0.05), "rows": (
         {"name": "mnist1d", "regime": "scratch", "data": "mnist1d:size=20000",
@@ -172,10 +173,13 @@ def _from_table(scale: str, noise: float | None, epochs: int | None) -> list[dic
     configs: list[dict] = []
     for rate in ([noise] if noise else table["noise"]):
         for row in table["rows"]:
-            configs += _setting(row["name"], row["regime"], row["data"], row["models"],
-                                list(row["arms"]), noise=rate, epochs=epochs or row["epochs"],
-                                pretrain=row.get("pretrain"), recipe=row.get("recipe"),
-                                grad_every=row.get("grad_every", 0))
+            rows = _setting(row["name"], row["regime"], row["data"], row["models"],
+                            list(row["arms"]), noise=rate, epochs=epochs or row["epochs"],
+                            pretrain=row.get("pretrain"), recipe=row.get("recipe"),
+                            grad_every=row.get("grad_every", 0))
+            if "grad_samples" in row:  # samples per gradient measurement (default 512)
+                rows = [{**c, "grad_samples": row["grad_samples"]} for c in rows]
+            configs += rows
     return configs
 
 
