@@ -40,7 +40,7 @@ paper``; protocol notes §1.2–1.5, §5). What it does, per seed:
    memorization gradient norms at every LN input in forward order
    (:func:`lnlab.experiments.memorization.removal._final_grads`; total and LN-branch gradient).
 
-**Size of** ``--scale paper`` (4 seeds × intact + ``all`` × 8 epochs, 2,004 training and 600
+**Size of** ``--scale paper`` (3 seeds × intact + ``all`` × 8 epochs, 2,004 training and 600
 test definitions, 5% noise = 100 noisy samples). Measured on this project's 2-core machine
 with one thread per worker, as CPU time (the machine was shared, so wall-clock rates were 5–8×
 lower than a dedicated core gives): fine-tuning MiniLM at batch 16, length ≤ 32, runs at
@@ -49,16 +49,17 @@ training steps' worth of samples + evaluating 2,604) costs ≈ 103 + 31 = 134 s;
 intact model for one epoch through :func:`run_pretrained` used 130 CPU-seconds including
 loading (725 s wall at ~18% of a shared core) and reached 83.5% test / 83.8% train accuracy,
 7% memorization and 77% recovery of the 100 noisy labels (seed 0): the task is learned well
-but not trivially. So 64 model-epochs on 2 workers ≈ 32 × 134 s + ≈ 2 min loading and
-gradient measurement ≈ 74 min, within the 90-minute budget on 2 free cores. Four seeds cost
-the same wall time as three on 2 workers (one run per seed; three would leave a core idle for
-the last one). The paper trains Post-LN models for 40 epochs; 8 is what the budget allows
+but not trivially. So 2 seeds on 2 workers take 16 × 134 s + ≈ 2 min loading and gradient
+measurement ≈ 38 min, and the third as long again on one core, while the other core runs own
+pretraining: ≈ 76 min, within the 90-minute budget on 2 free cores (three seeds is the issue's
+minimum; a fourth would cost no more wall time on 2 cores, but leave none for own
+pretraining). The paper trains Post-LN models for 40 epochs; 8 is what the budget allows
 here, so the intact model may not reach 100% memorization (``epochs_to_mem100`` is then
 ``None``): ``-o epochs=N`` runs longer (≈ 9 minutes per extra epoch for the whole sweep),
 ``-o arms=all,early,middle,later`` adds the group arms (×2.5 time), ``-o noise=0.01`` /
 ``0.02`` the paper's other rates (fewer than 100 noisy samples at this size). The built-in
-paper sweep also runs own pretraining (``sweep.OWN_PRETRAINED``: 4 seeds × Pre/Post-LN lnlab
-transformers, about 50 CPU-seconds each, so ≈ 3 more minutes).
+paper sweep also runs own pretraining (``sweep.OWN_PRETRAINED``: 3 seeds × Pre/Post-LN lnlab
+transformers, about 50 CPU-seconds each, beside the third checkpoint seed).
 
 Summary keys follow :mod:`lnlab.experiments.memorization.removal` (``intact/final_test_acc``,
 ``all/final_n_mem``, ``all/gradfinal/learn_total/<site>``) so the memorization experiment's
