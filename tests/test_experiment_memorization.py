@@ -543,3 +543,25 @@ def test_pretrained_claims_read_memorization_relative_to_the_intact_model():
     g = {c.claim.id: c for c in evaluate_all(mz.CLAIMS, mz.analyze(Results(low)))}
     assert g["sk.precondition.pretrained"].verdict == "fail"
     assert g["sk.3b.pretrained"].verdict == "inconclusive"
+
+
+def test_fold_table_sets_reset_beside_folded():
+    runs = []
+    for seed in range(3):
+        s = {}
+        for arm, (acc, kl) in {"intact": (0.80, None), "all": (0.70 + 0.01 * seed, 0.02),
+                               "folded": (0.79, 1e-14)}.items():
+            s.update({f"{arm}/{k}": v for k, v in _summ(acc, 90, 5).items()})
+            if kl is not None:
+                s[f"{arm}/step0_kl"], s[f"{arm}/step0_agree"] = kl, 1.0 if kl < 1e-9 else 0.9
+        cfg = {"setting": "mnist1d-pt", "regime": "own-pretrained", "family": "pre",
+               "model": "m", "noise": 0.1, "arms": ["all", "folded"], "train": {"seed": seed}}
+        runs.append(Run(f"f{seed}", cfg, "finished", s, []))
+    from lnlab.experiments.memorization.figures import fold_table
+
+    header, rows = fold_table(Results(runs))
+    assert [r[0] for r in rows] == ["all", "folded"] and header[2].startswith("Δtest acc")
+    assert rows[0][2].startswith("-9") and rows[1][2].startswith("-1")  # points vs intact
+    assert rows[1][5].startswith("1e-14")
+    assert [t for t, _, _ in mz.extra_tables(Results(runs))] == [
+        "Own pretraining, Pre-LN: reset vs folded (mean [95% CI] over seeds)"]

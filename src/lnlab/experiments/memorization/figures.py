@@ -39,15 +39,55 @@ def table(results: Results) -> tuple[list[str], list[list[str]]]:
 
 def extra_tables(results: Results) -> list[tuple[str, list[str], list[list[str]]]]:
     """The real-pretrained setting's table (paper scale): per arm, mean [95% t-interval] over
-    seeds, then every seed, with the memorization delay (epochs to 50/90/100%)."""
+    seeds, then every seed, with the memorization delay (epochs to 50/90/100%); and the fold
+    control of own pretraining (Pre-LN)."""
     from lnlab.experiments.memorization.pretrained import pretrained_table
 
-    if not results.select(setting="pretrained", status="finished").runs:
-        return []
-    header, rows = pretrained_table(results)
-    h2, per = pretrained_table(results, per_seed=True)
-    return [("Real pretrained checkpoint: mean [95% CI] over seeds", header, rows),
-            ("Real pretrained checkpoint: per seed", h2, per)]
+    out = []
+    if results.select(setting="pretrained", status="finished").runs:
+        header, rows = pretrained_table(results)
+        h2, per = pretrained_table(results, per_seed=True)
+        out += [("Real pretrained checkpoint: mean [95% CI] over seeds", header, rows),
+                ("Real pretrained checkpoint: per seed", h2, per)]
+    fold = fold_table(results)
+    if fold[1]:
+        out.append(("Own pretraining, Pre-LN: reset vs folded (mean [95% CI] over seeds)",
+                    *fold))
+    return out
+
+
+def fold_table(results: Results) -> tuple[list[str], list[list[str]]]:
+    """Per arm of own pretraining's Pre-LN runs: what the removal does at step 0 and after
+    fine-tuning. ``all`` discards the pretrained LN values (the function changes), ``folded``
+    removes the same parameters keeping the function: if both hurt alike, the parameters
+    explain the effect; if only ``all`` does, the changed function does."""
+    from lnlab.experiments.claims import interval
+
+    runs = results.select(regime="own-pretrained", family="pre", status="finished").runs
+    runs = [r for r in runs if "folded" in r.get("arms", [])]
+    header = ["arm", "seeds", "Δtest acc vs intact (points)", "mem (%)", "rec (%)",
+              "step-0 KL", "step-0 argmax agreement"]
+    rows: list[list[str]] = []
+    if not runs:
+        return header, rows
+
+    def cell(xs: list[float]) -> str:
+        if not xs:
+            return "–"
+        m, (lo, hi) = sum(xs) / len(xs), interval(xs, 0.95, "t")
+        return f"{m:.3g}" + (f" [{lo:.3g}, {hi:.3g}]" if math.isfinite(lo) else "")
+
+    for arm in ("all", "folded"):
+        d = [100 * (r.summary[f"{arm}/final_test_acc"] - r.summary["intact/final_test_acc"])
+             for r in runs if f"{arm}/final_test_acc" in r.summary]
+        rows.append([arm, str(len(runs)), cell(d),
+                     cell([v for r in runs if (v := _share(arm, "mem")(r)) is not None]),
+                     cell([v for r in runs if (v := _share(arm, "rec")(r)) is not None]),
+                     cell([float(r.summary[f"{arm}/step0_kl"]) for r in runs
+                           if f"{arm}/step0_kl" in r.summary]),
+                     cell([float(r.summary[f"{arm}/step0_agree"]) for r in runs
+                           if f"{arm}/step0_agree" in r.summary])])
+    return header, rows
 
 
 @dataclass
