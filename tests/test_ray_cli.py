@@ -98,17 +98,17 @@ def test_device_cuda_without_a_gpu_exits_2_before_writing(tmp_path, capsys):
 def test_plan_counts_runs_and_resources(capsys):
     assert main(["plan", "--scale", "quick", "-e", "baselines", "--json"]) == 0
     (p,) = json.loads(capsys.readouterr().out)
-    # 3 arms × 2 datasets × 5 seeds; MNIST-1D trains 150 epochs, digits 30 at "quick"
-    assert (p["experiment"], p["runs"], p["seeds"]) == ("baselines", 30, 5)
-    assert p["resources"] == {"1 CPU": 30} and (p["cpu_slots"], p["gpu_slots"]) == (30, 0)
-    assert p["epochs"] == 15 * 150 + 15 * 30
+    # 3 arms × MNIST-1D × 5 seeds, 150 epochs each at "quick"
+    assert (p["experiment"], p["runs"], p["seeds"]) == ("baselines", 15, 5)
+    assert p["resources"] == {"1 CPU": 15} and (p["cpu_slots"], p["gpu_slots"]) == (15, 0)
+    assert p["epochs"] == 15 * 150
     assert main(["plan", "--scale", "full", "-e", "baselines", "--seeds", "2",
                  "--device", "cuda", "--json"]) == 0
     (p,) = json.loads(capsys.readouterr().out)
     assert p["runs"] == 12 and p["resources"] == {"1 CPU + 1 GPU": 12} and p["gpu_slots"] == 12
     assert main(["plan", "--scale", "quick", "-e", "baselines"]) == 0
     table = capsys.readouterr().out
-    assert "baselines" in table and "30" in table and "total" in table
+    assert "baselines" in table and "15" in table and "total" in table
     assert main(["plan", "-e", "nosuch"]) == 2
     assert "unknown experiment 'nosuch'" in capsys.readouterr().err
     assert main(["plan", "--device", "auto"]) == 2
