@@ -45,9 +45,7 @@ def _provenance(rep: Report, commit: str, sections: list[ExperimentSection]) -> 
 
 def regime_lines(rep: Report, s: ExperimentSection) -> list[str]:
     """The regime × claim table (markdown), in the first section of its experiment only."""
-    if next(x for x in rep.sections if x.name == s.name) is not s:
-        return []
-    header, rows = rep.regime_table(s.name)
+    header, rows = rep.regime_table_for(s)
     if not rows:
         return []
     lines = ["## Claims by regime", ""]
@@ -60,13 +58,7 @@ def regime_lines(rep: Report, s: ExperimentSection) -> list[str]:
 
 def not_run_lines(s: ExperimentSection) -> list[str]:
     """The claims this sweep did not run, with the scale that does."""
-    if not s.not_run:
-        return []
-    why: dict[str, list[str]] = {}
-    for c in s.not_run:
-        why.setdefault(c.measurement.not_run if c.measurement else "", []).append(c.claim.id)
-    return ["Not run at this scale: " + "; ".join(f"{', '.join(ids)} ({w})"
-                                                  for w, ids in why.items()) + ".", ""]
+    return [f"Not run at this scale: {s.not_run_text()}.", ""] if s.not_run else []
 
 
 def extra_table_lines(s: ExperimentSection) -> list[str]:

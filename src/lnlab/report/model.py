@@ -69,6 +69,13 @@ class ExperimentSection:
     def not_run(self) -> list[ClaimResult]:
         return [c for c in self.claims if c.not_run]
 
+    def not_run_text(self) -> str:
+        """One line: the claims this sweep did not run, grouped by the reason (which scale)."""
+        why: dict[str, list[str]] = {}
+        for c in self.not_run:
+            why.setdefault(c.measurement.not_run if c.measurement else "", []).append(c.claim.id)
+        return "; ".join(f"{', '.join(ids)} ({w})" for w, ids in why.items())
+
     def scale_note(self, c: ClaimResult) -> str:
         """Why an inconclusive claim could not be decided at this scale, and what can."""
         need = c.seeds_needed
@@ -114,6 +121,12 @@ class Report:
                 if (c.experiment, c.claim.id) not in ran:
                     out.setdefault((c.experiment, c.claim.id), c)
         return list(out.values())
+
+    def regime_table_for(self, s: ExperimentSection) -> tuple[list[str], list[list[str]]]:
+        """The regime table of ``s``'s experiment, shown once: in its first section only."""
+        if next(x for x in self.sections if x.name == s.name) is not s:
+            return [], []
+        return self.regime_table(s.name)
 
     def regime_table(self, name: str) -> tuple[list[str], list[list[str]]]:
         """For an experiment whose claims name their regime: one row per claim (its id

@@ -97,7 +97,7 @@ def _section(s: ExperimentSection, rep: Report) -> dict[str, Any]:
         "options": json.dumps(s.sweep.options) if s.sweep.options else "",
         "problems": s.problems,
         "claims": [claim_row(c, s) for c in s.shown],
-        "not_run": _not_run_text(s),
+        "not_run": s.not_run_text(),
         "regimes": _regimes(s, rep),
         "verdicts": {v: sum(c.kind == "empirical" and c.verdict == v for c in s.shown)
                      for v in VERDICTS},
@@ -113,20 +113,9 @@ def _section(s: ExperimentSection, rep: Report) -> dict[str, Any]:
     }
 
 
-def _not_run_text(s: ExperimentSection) -> str:
-    """One line: the claims this sweep did not run, grouped by the reason (which scale)."""
-    why: dict[str, list[str]] = {}
-    for c in s.not_run:
-        why.setdefault(c.measurement.not_run if c.measurement else "", []).append(c.claim.id)
-    return "; ".join(f"{', '.join(ids)} ({w})" for w, ids in why.items())
-
-
 def _regimes(s: ExperimentSection, rep: Report) -> dict[str, Any]:
     """The regime × claim table, shown once per experiment (in its first section)."""
-    first = next(x for x in rep.sections if x.name == s.name)
-    if first is not s:
-        return {}
-    header, rows = rep.regime_table(s.name)
+    header, rows = rep.regime_table_for(s)
     if not rows:
         return {}
     return {"header": header, "rows": rows, "note": s.regime_note}
