@@ -159,16 +159,52 @@ def test_final_gradient_norms_match_a_hand_computation_on_one_sample(tmp_path):
         learn = _hand_grad_norm(m, ds.x_test[:1], ds.y_test[:1])
         mem = _hand_grad_norm(m, ds.x_train[i:i + 1], labels.labels[i:i + 1])
         assert s["gradfinal/learn_total/blocks.0.norm1"] == pytest.approx(learn, rel=1e-5)
-        assert s["gradfinal/mem_total/blocks.0.norm1"] == pytest.approx(mem, rel=1e-5)
+        assert s["gradfinal/noisy_total/blocks.0.norm1"] == pytest.approx(mem, rel=1e-5)
         # Post-LN: the LN input feeds only the LN, so branch == total
         assert s["gradfinal/learn_branch/blocks.0.norm1"] == pytest.approx(learn, rel=1e-5)
-        # Theorem 1's premise: a clean training sample of the noisy sample's true class
-        (j,) = same_class_clean(ds.y_train, labels.mask, labels.mask.nonzero()[:, 0],
-                                seed=12345).tolist()
-        assert not labels.mask[j] and ds.y_train[j] == ds.y_train[i]
-        same = _hand_grad_norm(m, ds.x_train[j:j + 1], ds.y_train[j:j + 1])
-        assert s["gradfinal/learn_sameclass_total/blocks.0.norm1"] == pytest.approx(same,
-                                                                                     rel=1e-5)
+    # Theorem 1's premise: a clean training sample of the noisy sample's true class
+    (j,) = same_class_clean(ds.y_train, labels.mask, labels.mask.nonzero()[:, 0],
+                            seed=12345).tolist()
+    assert not labels.mask[j] and ds.y_train[j] == ds.y_train[i]
+
+
+def test_memorization_gradient_is_over_the_memorized_noisy_samples_only(tmp_path):
+    """Theorem 1 is about memorized samples: `mem_total` averages the noisy samples the model
+    predicts with their noisy label, `noisy_total` all noisy samples, `learn_sameclass_total`
+    clean samples of the memorized ones' classes; checked by hand per sample."""
+    from lnlab.data import load_dataset
+    from lnlab.experiments.memorization.removal import _final_grads
+    from lnlab.train import make_labels
+
+    data = _npz(tmp_path, n_train=40, n_test=4)
+    cfg = TrainConfig(model=TINY.format(ln="post"), data=data, noise=0.25, seed=2)
+    ds = load_dataset(data)
+    torch.manual_seed(0)
+    m = make_model(cfg, ds.info)  # untrained: about a third of the noisy labels "memorized"
+    labels = make_labels(cfg, ds)
+    ni = labels.mask.nonzero()[:, 0]
+    m.eval()
+    with torch.no_grad():
+        pred = m(ds.x_train[ni]).argmax(-1)
+    mi = ni[pred == labels.labels[ni]]
+    assert 0 < len(mi) < len(ni) == 10  # a mix, so the two means differ
+
+    s = _final_grads(m, cfg, 4)
+    assert (s["gradfinal/n_memorized"], s["gradfinal/n_noisy"]) == (len(mi), len(ni))
+    site = "blocks.0.norm1"
+
+    def mean_norm(idx, y):
+        return np.mean([_hand_grad_norm(m, ds.x_train[i:i + 1], y[i:i + 1])
+                        for i in idx.tolist()])
+
+    assert s[f"gradfinal/mem_total/{site}"] == pytest.approx(mean_norm(mi, labels.labels),
+                                                             rel=1e-5)
+    assert s[f"gradfinal/noisy_total/{site}"] == pytest.approx(mean_norm(ni, labels.labels),
+                                                               rel=1e-5)
+    same = same_class_clean(ds.y_train, labels.mask, mi, seed=12345)
+    assert len(same) == len(mi)
+    assert s[f"gradfinal/learn_sameclass_total/{site}"] == pytest.approx(
+        mean_norm(same, ds.y_train), rel=1e-5)
 
 
 def test_protocol_rejects_bad_input(tmp_path):
@@ -543,6 +579,24 @@ def test_pretrained_claims_read_memorization_relative_to_the_intact_model():
     g = {c.claim.id: c for c in evaluate_all(mz.CLAIMS, mz.analyze(Results(low)))}
     assert g["sk.precondition.pretrained"].verdict == "fail"
     assert g["sk.3b.pretrained"].verdict == "inconclusive"
+
+
+def test_a_lost_seed_fails_the_pretrained_gate_and_a_diverged_arm_is_left_out():
+    runs = [_pretrained_run(sd, 80 + sd, 20 + sd, 70 - sd) for sd in range(4)]
+    # seed 3's intact model diverged: the gate reads 0 for it rather than dropping the seed
+    lost = [*runs[:3], Run("p3", runs[3].config, "diverged", runs[3].summary, [])]
+    ms = mz.analyze(Results(lost))
+    assert ms["pretrained: intact memorization (%)"].values[3] == 0.0
+    g = {c.claim.id: c.verdict for c in evaluate_all(mz.CLAIMS, ms)}
+    assert g["sk.precondition.pretrained"] == "fail"
+    # seed 0's `all` arm diverged: its (cut-short) numbers must not count as an effect
+    cut = Run("p0", runs[0].config, "finished", {**runs[0].summary, "all/status": "diverged"},
+              [])
+    ms = mz.analyze(Results([cut, *runs[1:]]))
+    m = ms["pretrained: mem[post, all] / mem[post, intact]"]
+    assert sorted(m.values) == [1, 2, 3] and m.excluded == 1
+    assert 0 not in ms["pretrained: Δtest_acc[post, all − intact]"].values
+    assert ms["pretrained: intact memorization (%)"].values[0] == pytest.approx(80.0)
 
 
 def test_fold_table_sets_reset_beside_folded():

@@ -284,3 +284,35 @@ def test_cli_run_and_reproduce_on_ray_with_separate_storage(ray_cluster, tmp_pat
     assert all(completions(shared, k) == 1 and len(attempts_of(run_dir_for(shared, k))) == 1
                for k in keys)
     assert set(keys) == {run_key("toy", c) for c in toy.sweep("quick", [0, 1])}  # cpu: as ever
+
+
+def test_pretrained_fine_tuning_gives_identical_results_on_ray_and_local(ray_cluster, tmp_path):
+    """Issue 18: the real-checkpoint setting runs unchanged on Ray (a tiny BERT the test saves,
+    its tokenizer and a fake WordNet file; intact + `all`, one epoch)."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("tokenizers")
+    from lnlab.experiments import get_experiment
+    from test_pretrained_experiment import _checkpoint
+
+    ck, data = _checkpoint(tmp_path, "bert")
+    spec = (f"wordnet:tokenizer={ck},path={data},n_train=24,n_test=12,length=8,"
+            "classes=act+animal+person+plant")
+    cfgs, _ = get_experiment("memorization").configs(
+        "quick", 1, {"init": str(ck), "data": spec, "epochs": "1", "noise": "0.25"})
+    module = "lnlab.experiments.memorization"
+    with RayBackend() as backend:
+        res = run_sweep(tmp_path / "ray", "quick", module, cfgs, backend=backend,
+                        progress=False)
+    assert res.finished == 1, res.errors
+    run_sweep(tmp_path / "local", "quick", module, cfgs, backend=InProcessBackend(),
+              progress=False)
+
+    def timeless(d):
+        return {k: v for k, v in d.items() if not k.endswith("_s")}
+
+    ray_rows, local_rows = store_rows(tmp_path / "ray"), store_rows(tmp_path / "local")
+    assert set(ray_rows) == set(local_rows) and len(ray_rows) == 1
+    (key, (row, epochs)), = ray_rows.items()
+    assert row.summary["all/final_n_noisy"] == 6 and row.summary["all/step0_kl"] > 0
+    assert timeless(row.summary) == timeless(local_rows[key][0].summary)
+    assert [timeless(e) for e in epochs] == [timeless(e) for e in local_rows[key][1]]

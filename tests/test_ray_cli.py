@@ -123,3 +123,42 @@ def test_store_adds_backend_retries_to_attempts(tmp_path):
             s.mark_running(key)
             s.record(key, status="finished", summary={"score": 1.0}, retries=retries)
         assert {r.key: r.attempts for r in s.runs()} == {"k1": 3, "k2": 1}
+
+
+def test_an_unreachable_ray_address_fails_in_seconds_with_one_line():
+    """`--address HOST:PORT` is checked with a plain TCP connect before ray.init (which would
+    retry a dead address for minutes)."""
+    import socket
+
+    pytest.importorskip("ray")  # the module imports nothing of Ray, but lives beside it
+    from lnlab.runner.ray_backend import _check_reachable
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(LnlabError, match=f"could not reach the Ray cluster at 127.0.0.1:{port}"):
+        _check_reachable(f"127.0.0.1:{port}", timeout=5)
+    for bad in ("nohost", "host:", ":6379", "host:99999", "host:port"):
+        with pytest.raises(LnlabError, match="expected auto, HOST:PORT"):
+            _check_reachable(bad)
+    with socket.socket() as s:  # something listening: accepted
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        _check_reachable(f"127.0.0.1:{s.getsockname()[1]}", timeout=5)
+    for fine in ("auto", "local", "ray://10.0.0.1:10001"):
+        _check_reachable(fine)  # left to Ray
+
+
+def test_run_with_a_dead_ray_address_exits_2_and_writes_nothing(tmp_path, capsys):
+    import socket
+
+    pytest.importorskip("ray")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "out"
+    assert main(["run", "baselines", "--backend", "ray", "--address", f"127.0.0.1:{port}",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "could not reach the Ray cluster" in err
+    assert not out.exists()

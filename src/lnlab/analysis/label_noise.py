@@ -24,10 +24,11 @@ def noisy_counts(preds: torch.Tensor, noisy_labels: torch.Tensor, true_labels: t
     p, yn, yt = preds[m], noisy_labels[m], true_labels[m]
     if bool((yn == yt).any()):
         raise LnlabError("a sample marked noisy has its true label; the shares would overlap")
-    n = int(m.sum())
     mem = int((p == yn).sum())
     rec = int((p == yt).sum())
-    return {"n_noisy": n, "n_mem": mem, "n_rec": rec, "n_rand": n - mem - rec}
+    # counted on its own, not as n − mem − rec, so that mem + rec + rand = n is a real check
+    rand = int(((p != yn) & (p != yt)).sum())
+    return {"n_noisy": int(m.sum()), "n_mem": mem, "n_rec": rec, "n_rand": rand}
 
 
 def shares_from_counts(counts: dict[str, int]) -> dict[str, Fraction]:

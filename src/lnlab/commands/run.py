@@ -85,7 +85,9 @@ def register(app: typer.Typer) -> None:
     def run_cmd(
         experiment: str = typer.Argument(..., help=f"experiment: {', '.join(EXPERIMENTS)}"),
         config: Path | None = CONFIG_OPTION,
-        scale: str = typer.Option("quick", help="quick (CPU minutes) | full (paper-sized)"),
+        scale: str = typer.Option("quick", help="quick (CPU minutes) | full (paper-sized) | "
+                                  "tiny (seconds: a smoke run) | paper (memorization only: "
+                                  "the pretrained regimes)"),
         seeds: int = typer.Option(None, help="number of seeds (default: the experiment's)"),
         out: Annotated[Path, typer.Option(help="output directory (store + report)")] = OUT,
         workers: int = typer.Option(None, help="worker processes (default: CPU cores; "
@@ -123,7 +125,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("reproduce")
     def reproduce_cmd(
-        scale: str = typer.Option("quick", help="quick (CPU minutes) | full (paper-sized)"),
+        scale: str = typer.Option("quick", help="quick (CPU minutes) | full (paper-sized) | "
+                                  "tiny (seconds: a smoke run)"),
         out: Annotated[Path, typer.Option(help="output directory (store + report)")] = OUT,
         workers: int = typer.Option(None, help="worker processes (default: CPU cores)"),
         backend: str = typer.Option("local", help=BACKEND_HELP),

@@ -147,6 +147,21 @@ def _loopback_only(ray: Any) -> Iterator[None]:
             consts.ENABLE_RAY_CLUSTER = old_flag  # type: ignore[union-attr]
 
 
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail in seconds, with one line, on a ``HOST:PORT`` that does not resolve or does not
+    accept connections: ``ray.init`` would retry such an address for minutes."""
+    if address in ("auto", "local") or "://" in address:
+        return  # Ray finds the cluster itself, or a Ray-client URL (checked by Ray)
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise LnlabError(f"--address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        why = e.strerror or str(e) or type(e).__name__
+        raise LnlabError(f"could not reach the Ray cluster at {address}: {why}") from None
+
+
 class RayBackend(Backend):
     """Runs each task as a Ray task; see the module docstring.
 
@@ -173,6 +188,7 @@ class RayBackend(Backend):
             kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING",
                                       "log_to_driver": False, "configure_logging": True}
             if address:
+                _check_reachable(address)
                 kwargs["address"] = address
             else:
                 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing leaves the box

@@ -260,13 +260,15 @@ def _epoch_metrics(model: nn.Module, x_tr: torch.Tensor, y_tr: torch.Tensor,
         n_noisy = int(mask.sum())
         p = tr.preds[mask]
         mem = int((p == y_tr[mask]).sum())
-        rec = int((p == labels.original.to(p.device)[mask]).sum())
+        true = labels.original.to(p.device)[mask]
+        rec = int((p == true).sum())
+        rand = int(((p != y_tr[mask]) & (p != true)).sum())
         out["n_noisy"] = n_noisy
         if n_noisy:
             # noisy label != original label, so the three events are disjoint and exhaustive
             out["mem"] = mem / n_noisy
             out["rec"] = rec / n_noisy
-            out["rand"] = (n_noisy - mem - rec) / n_noisy
+            out["rand"] = rand / n_noisy
         clean = ~mask
         if int(clean.sum()):
             out["train_acc_clean"] = float((tr.preds[clean] == y_tr[clean]).double().mean())

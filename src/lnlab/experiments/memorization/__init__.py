@@ -11,8 +11,9 @@ the same batch order. Every epoch we record test accuracy, train accuracy, the o
 train − test, and on the noisy samples the shares of predictions equal to the noisy label
 (memorization), the true label (recovery) or neither (random); they are integer counts, so the
 shares sum to exactly 1. At the end, at every LN, the mean per-sample L2 norm of ∂loss/∂(LN
-input) on test samples with true labels (learning) and on the noisy samples with noisy labels
-(memorization), for the total gradient and for the part through the LN branch
+input) on test samples with true labels (learning) and on the memorized noisy samples (those
+predicted with their noisy label) with noisy labels (memorization; Theorem 1 is about memorized
+samples), for the total gradient and for the part through the LN branch
 (:mod:`lnlab.analysis.gradients`; Frobenius norm over tokens × features, eval mode).
 
 Settings, by regime (``sweep`` has the tables):
