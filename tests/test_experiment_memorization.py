@@ -599,6 +599,15 @@ def test_a_lost_seed_fails_the_pretrained_gate_and_a_diverged_arm_is_left_out():
     assert ms["pretrained: intact memorization (%)"].values[0] == pytest.approx(80.0)
 
 
+def test_a_pre_ln_checkpoint_leaves_the_post_ln_claims_unjudged_and_says_why():
+    runs = [_pretrained_run(sd, 80, 20, 70) for sd in range(3)]
+    pre = [Run(r.key, {**r.config, "family": "pre"}, r.status, r.summary, []) for r in runs]
+    res = {c.claim.id: c for c in evaluate_all(mz.CLAIMS, mz.analyze(Results(pre)))}
+    for cid in ("sk.precondition.pretrained", "sk.3.pretrained", "sk.8.pretrained"):
+        assert res[cid].verdict == "not run", cid
+        assert "not Post-LN" in res[cid].reason
+
+
 def test_fold_table_sets_reset_beside_folded():
     runs = []
     for seed in range(3):

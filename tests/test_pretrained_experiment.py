@@ -62,6 +62,26 @@ def test_reset_effect_is_zero_for_the_same_model_and_positive_after_a_reset(tmp_
     assert eff["step0_kl"] == pytest.approx(float(kl), rel=1e-9)
 
 
+@pytest.mark.parametrize("arch", ["bert", "gpt2"])
+def test_step0_hidden_state_is_the_one_the_head_reads(tmp_path: Path, arch: str) -> None:
+    """BERT's head reads the first token (through its pooler), GPT-2's the last non-padding
+    one: the head applied to the hidden state picked must give the model's own logits."""
+    from lnlab.experiments.memorization.removal import _pooled_hidden
+    from lnlab.models.pretrained import load_pretrained_classifier
+
+    ck, _ = _checkpoint(tmp_path, arch)
+    torch.manual_seed(0)
+    m = load_pretrained_classifier(ck, num_classes=4, dropout=0.0).double().eval()
+    x = torch.randint(4, 20, (3, 9), generator=torch.Generator().manual_seed(1))
+    x[0, 5:], x[1, 2:] = m.pad_id, m.pad_id  # right padding of different lengths
+    with torch.no_grad():
+        h, logits = _pooled_hidden(m, x), m(x)
+        hf = m.hf
+        head = (hf.score(h) if arch == "gpt2"
+                else hf.classifier(torch.tanh(hf.bert.pooler.dense(h))))
+    torch.testing.assert_close(head, logits, rtol=1e-10, atol=1e-10)
+
+
 def test_configs_and_errors(tmp_path: Path) -> None:
     exp = get_experiment("memorization")
     ck, data = _checkpoint(tmp_path, "bert")

@@ -124,7 +124,12 @@ REGIME_NOTE = ("Closest to the paper: the real pretrained checkpoint (all-MiniLM
                "scratch answers a nearby but different question (notes §6 caveat). The paper "
                "scale's seed count was cut from 4 to 3 after two seeds' results had been read, "
                "for time (its third seed shares a core with own pretraining); the checkpoint's "
-               "gate already failed on those two seeds, so no verdict depends on it.")
+               "gate already failed on those two seeds, so no verdict depends on it. A review "
+               "after that run found that the memorization gradient (claims 8–11) averaged all "
+               "noisy samples, memorized or not; Theorem 1 is about memorized ones, and with "
+               "half of them unmemorized the mixture overstates it. The measurement (not the "
+               "rules) was corrected to the memorized samples and the paper scale rerun; the "
+               "all-noisy mean is kept beside it.")
 PAPER = "Singhal & Kim 2025 (NeurIPS), arXiv 2511.10566"
 
 # --------------------------------------------------------------------------- claims

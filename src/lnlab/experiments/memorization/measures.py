@@ -213,6 +213,11 @@ def measure_all(results: Results, claims: Sequence[Claim]) -> dict[str, Measurem
             _empty(out, claims, s, f"setting {s} runs at {_scales_of(s)}", not_run=True)
             continue
         if s == PRETRAINED:
+            if not len(sel.select(family="post")):  # e.g. -o init= a GPT-2 checkpoint
+                _empty(out, claims, s, "the checkpoint is not Post-LN: the real-checkpoint "
+                       "claims are the paper's Post-LN ones (its runs are in the table)",
+                       not_run=True)
+                continue
             _pretrained_measures(sel, out)
             _empty(out, claims, s, "no gradient statistics recorded")
             continue

@@ -32,7 +32,8 @@ paper``; protocol notes §1.2–1.5, §5). What it does, per seed:
    pretrained LN, and on a fixed probe batch of training samples (eval mode) how far the
    reset moves the model: KL(p_intact ‖ p_reset) of the class probabilities (through the
    same fresh head), mean |Δlogit|, argmax agreement, and the relative change
-   ‖h_reset − h‖ / ‖h‖ of the final hidden state of the first token (what the head reads).
+   ‖h_reset − h‖ / ‖h‖ of the final hidden state of the token the head reads (BERT's first,
+   a GPT's last non-padding one).
 6. **Per epoch** (the trainer's evaluation, eval mode): train and test accuracy and loss (the
    train–test *loss* gap, App. I: test − train), and on the noisy samples the counts of
    memorization / recovery / random. Summary: final values, the epochs at which memorization

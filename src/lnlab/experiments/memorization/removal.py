@@ -242,13 +242,19 @@ def _remove(model: nn.Module, where: str | None, probe: torch.Tensor | None
     return removed, strip_affine(model, where).params_removed, {}
 
 
-def _first_token_hidden(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The final hidden state of the first token (BERT's [CLS], what its head reads)."""
+def _pooled_hidden(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The final hidden state of the token the classification head reads: the first one for
+    encoders (BERT's [CLS]), the last non-padding one for decoders, whose Hugging Face heads
+    are named ``score`` (GPT-2, GPT-Neo, Llama: in a causal model the first token sees only
+    itself). Padding is on the right in lnlab's token data."""
     hf = model.hf  # type: ignore[attr-defined]
     mask = (x != model.pad_id).long()  # type: ignore[attr-defined]
     mask[:, 0] = 1
-    out = hf.base_model(input_ids=x, attention_mask=mask)
-    return out[0][:, 0]
+    h = hf.base_model(input_ids=x, attention_mask=mask)[0]
+    if not hasattr(hf, "score"):
+        return h[:, 0]
+    last = (torch.arange(x.shape[1]) * mask).argmax(1)
+    return h[torch.arange(len(x)), last]
 
 
 @torch.no_grad()
@@ -256,8 +262,8 @@ def reset_effect(intact: nn.Module, reset: nn.Module, x: torch.Tensor, *,
                  hidden: bool = True) -> dict[str, float]:
     """How far a removal moves the model at step 0, on probe inputs ``x`` (eval mode):
     KL(p_intact ‖ p_reset) of the class probabilities, mean |Δlogit|, argmax agreement and
-    (``hidden``, Hugging Face models) the relative change of the first token's final hidden
-    state. ``hidden=False`` leaves that out (NaN): after a fold the final hidden state is the
+    (``hidden``, Hugging Face models) the relative change of the final hidden state of the
+    token the head reads. ``hidden=False`` leaves that out (NaN): after a fold the final hidden state is the
     pre-affine one by design, and only the outputs are comparable."""
     intact.eval()
     reset.eval()
@@ -266,8 +272,8 @@ def reset_effect(intact: nn.Module, reset: nn.Module, x: torch.Tensor, *,
     kl = (pa * (lpa - lpb)).sum(-1).mean()
     rel = math.nan
     if hidden:
-        ha = _first_token_hidden(intact, x).double()
-        hb = _first_token_hidden(reset, x).double()
+        ha = _pooled_hidden(intact, x).double()
+        hb = _pooled_hidden(reset, x).double()
         rel = float(((hb - ha).norm(dim=-1) / ha.norm(dim=-1).clamp_min(1e-30)).mean())
     return {"step0_kl": float(kl), "step0_logit_change": float((b - a).abs().mean()),
             "step0_agree": float((a.argmax(-1) == b.argmax(-1)).double().mean()),
