@@ -390,7 +390,7 @@ def test_analysis_and_verdicts_on_known_numbers(tmp_path):
 
 
 @pytest.mark.slow
-def test_figures_and_table(tmp_path):
+def test_figures_and_table(tmp_path, monkeypatch):
     res = _fake()
     paths = mz.figures(res, tmp_path)
     assert [p.name for p in paths] == [
@@ -406,6 +406,22 @@ def test_figures_and_table(tmp_path):
             for i, u in enumerate(user)]
     paths = mz.figures(Results(user), tmp_path / "user")
     assert len(paths) == 4  # no early/middle/later panel without those arms
+    # the checkpoint memorizes part of its noisy samples: the all-noisy mean is drawn too
+    import lnlab.plotting
+
+    runs = [_pretrained_run(sd, 50, 10, 70) for sd in range(3)]
+    for r in runs:
+        for k in [k for k in r.summary if "/mem_total/" in k]:
+            r.summary[k.replace("/mem_total/", "/noisy_total/")] = 3 * r.summary[k]
+    drawn, real_save = [], lnlab.plotting.save
+
+    def spy(fig, path):
+        drawn.extend(ln.get_label() for ax in fig.axes for ln in ax.get_lines())
+        return real_save(fig, path)
+
+    monkeypatch.setattr(lnlab.plotting, "save", spy)
+    assert mz.figures(Results(runs), tmp_path / "pt")
+    assert "all noisy samples (incl. unmemorized)" in drawn
 
 
 def test_spearman_reference():

@@ -222,7 +222,7 @@ def _fig_groups(p: _Panels, out_dir: Path) -> Path | None:
 
 def _fig_gradients(p: _Panels, out_dir: Path) -> Path | None:
     """Fig. 4 style: learning vs memorization gradient norm per LN (intact), ratio on a
-    twin axis."""
+    twin axis; where memorization is incomplete, the mean over all noisy samples too."""
     from lnlab.plotting import COLORS, legend_outside, panel_figure, save
 
     done, panels, title_of, regime = p.done, p.panels, p.title_of, p.regime
@@ -231,7 +231,7 @@ def _fig_gradients(p: _Panels, out_dir: Path) -> Path | None:
     if not gpanels:
         return None
     with panel_figure(len(gpanels), rows_per_panel=2, width=2.8, height=2.3) as (fig, axes):
-        twins = []
+        twins, extra = [], []
         for j, (s, f, m) in enumerate(gpanels):
             runs = done.select(setting=s, family=f, model=m).runs
             for i, part in enumerate(("total", "branch")):
@@ -245,6 +245,14 @@ def _fig_gradients(p: _Panels, out_dir: Path) -> Path | None:
                 xs = range(len(names))
                 ax.plot(xs, mean["learn"], "o-", color=COLORS[0], label="learning")
                 ax.plot(xs, mean["mem"], "s-", color=COLORS[1], label="memorization")
+                noisy = [dict(_sites(r, "intact", "noisy_total")) for r in runs]
+                if part == "total" and all(all(n in q for n in names) for q in noisy):
+                    mixed = [statistics.fmean(q[n] for q in noisy) for n in names]
+                    if any(abs(a - b) > 1e-12 * abs(b) for a, b in
+                           zip(mixed, mean["mem"], strict=True)):  # memorization incomplete
+                        ax.plot(xs, mixed, "^:", color=COLORS[2],
+                                label="all noisy samples (incl. unmemorized)")
+                        extra.append(ax)
                 ax.set_yscale("log")
                 ax.set_xticks(list(xs), [_short(n) for n in names], rotation=60,
                               fontsize=5)
@@ -257,7 +265,7 @@ def _fig_gradients(p: _Panels, out_dir: Path) -> Path | None:
                 tw.set_ylabel("learn / mem", color=COLORS[3], fontsize=6)
                 if i == 0:
                     ax.set_title(f"{s} ({regime(s)}): {title_of(s, f, m)}, intact", fontsize=8)
-        legend_outside(fig, [axes[0][0], twins[0]])
+        legend_outside(fig, [axes[0][0], twins[0], *extra[:1]])
         return save(fig, out_dir / "memorization_gradients.png")
 
 

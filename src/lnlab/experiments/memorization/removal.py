@@ -263,8 +263,8 @@ def reset_effect(intact: nn.Module, reset: nn.Module, x: torch.Tensor, *,
     """How far a removal moves the model at step 0, on probe inputs ``x`` (eval mode):
     KL(p_intact ‖ p_reset) of the class probabilities, mean |Δlogit|, argmax agreement and
     (``hidden``, Hugging Face models) the relative change of the final hidden state of the
-    token the head reads. ``hidden=False`` leaves that out (NaN): after a fold the final hidden state is the
-    pre-affine one by design, and only the outputs are comparable."""
+    token the head reads. ``hidden=False`` leaves that out (NaN): after a fold the final
+    hidden state is the pre-affine one by design, and only the outputs are comparable."""
     intact.eval()
     reset.eval()
     a, b = intact(x).double(), reset(x).double()
