@@ -143,6 +143,14 @@ window.addEventListener("load", function () {
       out.overflow.push(el.tagName + (el.id ? "#" + el.id : "") + " right=" + r.right);
     }
   });
+  var table = document.getElementById("claims-table");
+  var details = document.getElementById("claims-details");
+  var reason = table.querySelector("tbody td:last-child .why");
+  function shown(el) { return getComputedStyle(el).display !== "none"; }
+  out.details = [details.checked, shown(reason), table.offsetHeight];
+  details.click();  // "details" shows each claim's source, criterion, per-seed values, reason
+  out.details.push(details.checked, shown(reason), table.offsetHeight);
+  details.click();
   out.height = document.documentElement.scrollHeight;
   out.figures = imgs.map(function (i) {
     return {alt: i.alt, natural: i.naturalWidth,
@@ -231,6 +239,9 @@ def test_report_page_in_headless_chromium(binary, report_html, tmp_path, width):
     assert got["scroll_width"] <= got["width"], "the page scrolls sideways"
     assert got["overflow"] == []
     assert got["toc"] and all(ok for _, ok in got["toc"]), got["toc"]
+    off, off_shown, compact, on, on_shown, detailed = got["details"]
+    assert (off, off_shown, on, on_shown) == (False, False, True, True)
+    assert compact < detailed, "the compact claims table is not shorter"
 
     shot = tmp_path / f"report-{width}.png"
     height = min(int(got["height"]), 16000)
