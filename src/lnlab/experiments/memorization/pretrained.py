@@ -42,25 +42,22 @@ paper``; protocol notes §1.2–1.5, §5). What it does, per seed:
    (:func:`lnlab.experiments.memorization.removal._final_grads`; total and LN-branch gradient).
 
 **Size of** ``--scale paper`` (3 seeds × intact + ``all`` × 8 epochs, 2,004 training and 600
-test definitions, 5% noise = 100 noisy samples). Measured on this project's 2-core machine
-with one thread per worker, as CPU time (the machine was shared, so wall-clock rates were 5–8×
-lower than a dedicated core gives): fine-tuning MiniLM at batch 16, length ≤ 32, runs at
-19.5–21 samples/s per core, evaluation at 84 samples/s per core. One model-epoch (2,004
-training steps' worth of samples + evaluating 2,604) costs ≈ 103 + 31 = 134 s; a pilot of the
-intact model for one epoch through :func:`run_pretrained` used 130 CPU-seconds including
-loading (725 s wall at ~18% of a shared core) and reached 83.5% test / 83.8% train accuracy,
-7% memorization and 77% recovery of the 100 noisy labels (seed 0): the task is learned well
-but not trivially. So 2 seeds on 2 workers take 16 × 134 s + ≈ 2 min loading and gradient
-measurement ≈ 38 min, and the third as long again on one core, while the other core runs own
-pretraining: ≈ 76 min, within the 90-minute budget on 2 free cores (three seeds is the issue's
-minimum; a fourth would cost no more wall time on 2 cores, but leave none for own
-pretraining). The paper trains Post-LN models for 40 epochs; 8 is what the budget allows
-here, so the intact model may not reach 100% memorization (``epochs_to_mem100`` is then
-``None``): ``-o epochs=N`` runs longer (≈ 9 minutes per extra epoch for the whole sweep),
-``-o arms=all,early,middle,later`` adds the group arms (×2.5 time), ``-o noise=0.01`` /
-``0.02`` the paper's other rates (fewer than 100 noisy samples at this size). The built-in
-paper sweep also runs own pretraining (``sweep.OWN_PRETRAINED``: 3 seeds × Pre/Post-LN lnlab
-transformers, about 50 CPU-seconds each, beside the third checkpoint seed).
+test definitions, 5% noise = 100 noisy samples). Sized before the run from a pilot on a shared
+machine (fine-tuning MiniLM at batch 16, length ≤ 32: 19.5–21 samples/s per core, evaluation
+84 samples/s; one model-epoch ≈ 134 CPU-s; estimate ≈ 76 min). **Measured** on 2 idle cores
+(commit 477e023, ``/usr/bin/time lnlab run memorization --scale paper``): **57:46 wall**,
+4,843 s user CPU, 3.2 GB peak RSS; the checkpoint seeds took 30.4, 30.8 and 27.0 min each (two
+in parallel, then the third beside own pretraining), the six own-pretraining runs 18–29 s
+each. The pilot's intact epoch reached 83.5% test accuracy and 7% memorization of the 100
+noisy labels: the task is learned well but not trivially. With these timings a fourth seed
+would also fit in 90 minutes (``--seeds 4``, about 62 min: it runs beside the third); the
+default stays at the issue's minimum of 3. The paper trains Post-LN models for 40 epochs; 8
+is what the budget allowed when sized, so the intact model may not reach 100% memorization
+(``epochs_to_mem100`` is then ``None``): ``-o epochs=N`` runs longer (≈ 3.7 minutes per extra
+epoch and seed, both arms), ``-o arms=all,early,middle,later`` adds the group arms (×2.5 time),
+``-o noise=0.01`` / ``0.02`` the paper's other rates (fewer than 100 noisy samples at this
+size). The built-in paper sweep also runs own pretraining (``sweep.OWN_PRETRAINED``: 3 seeds ×
+Pre/Post-LN lnlab transformers).
 
 Summary keys follow :mod:`lnlab.experiments.memorization.removal` (``intact/final_test_acc``,
 ``all/final_n_mem``, ``all/gradfinal/learn_total/<site>``) so the memorization experiment's
