@@ -204,24 +204,30 @@ def test_real_training_runs_give_identical_results_on_ray_and_local(ray_cluster,
         for arm, spec in (("mlp", "mlp:depth=1,width=16,norm=none"),
                           ("mlp+ln", "mlp:depth=1,width=16,norm=layernorm"))
         for seed in (3,)]
-    module = "lnlab.experiments.baselines"
+    rows = _same_on_ray_and_local(tmp_path, "tiny", "lnlab.experiments.baselines", cfgs)
+    assert len(rows) == 2 and all("final_test_acc" in row.summary for row, _ in rows.values())
+
+
+def _timeless(d: dict) -> dict:
+    return {k: v for k, v in d.items() if not k.endswith("_s")}  # wall_s, setup_s, ...
+
+
+def _same_on_ray_and_local(tmp_path: Path, scale: str, module: str, cfgs: list) -> dict:
+    """Run ``cfgs`` on Ray and in-process; every run's summary and epochs must be identical
+    (timings aside). Returns the Ray store's rows."""
     with RayBackend() as backend:
-        res = run_sweep(tmp_path / "ray", "tiny", module, cfgs, backend=backend,
+        res = run_sweep(tmp_path / "ray", scale, module, cfgs, backend=backend,
                         progress=False)
-    assert res.finished == 2, res.errors
-    run_sweep(tmp_path / "local", "tiny", module, cfgs, backend=InProcessBackend(),
+    assert res.finished == len(cfgs), res.errors
+    run_sweep(tmp_path / "local", scale, module, cfgs, backend=InProcessBackend(),
               progress=False)
-
-    def timeless(d):
-        return {k: v for k, v in d.items() if not k.endswith("_s")}  # wall_s, setup_s, ...
-
     ray_rows, local_rows = store_rows(tmp_path / "ray"), store_rows(tmp_path / "local")
-    assert set(ray_rows) == set(local_rows) and len(ray_rows) == 2
+    assert set(ray_rows) == set(local_rows)
     for key, (row, epochs) in ray_rows.items():
         lrow, lepochs = local_rows[key]
-        assert timeless(row.summary) == timeless(lrow.summary)
-        assert "final_test_acc" in row.summary
-        assert [timeless(e) for e in epochs] == [timeless(e) for e in lepochs]
+        assert _timeless(row.summary) == _timeless(lrow.summary)
+        assert [_timeless(e) for e in epochs] == [_timeless(e) for e in lepochs]
+    return ray_rows
 
 
 def test_killed_driver_takes_its_ray_tasks_along_and_local_resumes(ray_cluster, tmp_path):
@@ -299,20 +305,6 @@ def test_pretrained_fine_tuning_gives_identical_results_on_ray_and_local(ray_clu
             "classes=act+animal+person+plant")
     cfgs, _ = get_experiment("memorization").configs(
         "quick", 1, {"init": str(ck), "data": spec, "epochs": "1", "noise": "0.25"})
-    module = "lnlab.experiments.memorization"
-    with RayBackend() as backend:
-        res = run_sweep(tmp_path / "ray", "quick", module, cfgs, backend=backend,
-                        progress=False)
-    assert res.finished == 1, res.errors
-    run_sweep(tmp_path / "local", "quick", module, cfgs, backend=InProcessBackend(),
-              progress=False)
-
-    def timeless(d):
-        return {k: v for k, v in d.items() if not k.endswith("_s")}
-
-    ray_rows, local_rows = store_rows(tmp_path / "ray"), store_rows(tmp_path / "local")
-    assert set(ray_rows) == set(local_rows) and len(ray_rows) == 1
-    (key, (row, epochs)), = ray_rows.items()
+    rows = _same_on_ray_and_local(tmp_path, "quick", "lnlab.experiments.memorization", cfgs)
+    (row, _), = rows.values()
     assert row.summary["all/final_n_noisy"] == 6 and row.summary["all/step0_kl"] > 0
-    assert timeless(row.summary) == timeless(local_rows[key][0].summary)
-    assert [timeless(e) for e in epochs] == [timeless(e) for e in local_rows[key][1]]

@@ -181,24 +181,13 @@ def _scales_of(setting: str) -> str:
     return " or ".join(f"--scale {sc}" for sc in scales) or "no built-in scale"
 
 
-def _train_gate(sel: Results) -> Measurement:
-    """Per seed, the lowest intact final training accuracy (%) over the setting's models
-    (the gate must hold for every model of every seed); a model that did not finish counts
-    as 0, so a seed cannot pass by losing a run."""
+def _gate(sel: Results, value: Any) -> Measurement:
+    """Per seed, the lowest ``value`` (%) over the setting's models (a gate must hold for
+    every model of every seed); a model that did not finish counts as 0, so a seed cannot
+    pass by losing a run."""
     low: dict[int, float] = {}
     for r in sel.runs:
-        v = r.summary.get("intact/final_train_acc") if r.status == "finished" else None
-        acc = 0.0 if v is None else 100.0 * float(v)
-        low[r.seed] = min(low.get(r.seed, 100.0), acc)
-    return Measurement(low, unit="%")
-
-
-def _mem_gate(sel: Results) -> Measurement:
-    """Per seed, the intact model's final memorization (%); a run that did not finish counts
-    as 0, so the gate cannot pass by losing a seed (as in ``_train_gate``)."""
-    low: dict[int, float] = {}
-    for r in sel.runs:
-        v = _share("intact", "mem")(r) if r.status == "finished" else None
+        v = value(r) if r.status == "finished" else None
         low[r.seed] = min(low.get(r.seed, 100.0), 0.0 if v is None else v)
     return Measurement(low, unit="%")
 
@@ -221,7 +210,8 @@ def measure_all(results: Results, claims: Sequence[Claim]) -> dict[str, Measurem
             _pretrained_measures(sel, out)
             _empty(out, claims, s, "no gradient statistics recorded")
             continue
-        out[f"{s}: min over models of intact final train acc (%)"] = _train_gate(sel)
+        out[f"{s}: min over models of intact final train acc (%)"] = _gate(
+            sel, _pct("intact", "final_train_acc"))
         pre, post = {"family": "pre"}, {"family": "post"}
         acc = {(f, a): sel.by_seed(_pct(a, "final_test_acc"), family=f)
                for f in ("pre", "post") for a in ("intact", "all", *GROUP_ARMS)}
@@ -344,7 +334,7 @@ def _pretrained_measures(sel: Results, out: dict[str, Measurement]) -> None:
     memorization (the fixed epoch budget may end before 100%), and memorization is read
     relative to the intact model's rather than to 100%."""
     s, post = PRETRAINED, {"family": "post"}
-    out[f"{s}: intact memorization (%)"] = _mem_gate(sel.select(**post))
+    out[f"{s}: intact memorization (%)"] = _gate(sel.select(**post), _share("intact", "mem"))
     acc = {a: sel.by_seed(_pct(a, "final_test_acc"), **post) for a in ("intact", "all")}
     out[f"{s}: Δtest_acc[post, all − intact]"] = paired_values(acc["all"], acc["intact"],
                                                                unit="points")

@@ -134,48 +134,35 @@ def _final_grads(model: nn.Module, cfg: Any, max_samples: int) -> dict[str, floa
     classes. Where memorization is incomplete, the mean over all noisy samples is kept apart
     (``gradfinal/noisy_total/<site>``): unmemorized samples have large losses, and mixing them
     in would make the memorization gradient look larger than the theorem's."""
-    from lnlab.analysis.gradients import gradient_norms, per_sample_grad_norms
+    from lnlab.analysis.gradients import _mean, gradient_norms, per_sample_grad_norms
     from lnlab.data import load_dataset
-    from lnlab.train import make_labels
+    from lnlab.train import evaluate, make_labels
 
     data = load_dataset(cfg.data, seed=cfg.data_seed)
     labels = make_labels(cfg, data)
     g = torch.Generator().manual_seed(12345)
     li = torch.randperm(len(data.y_test), generator=g)[:max_samples].sort().values
-    learn = (data.x_test[li], data.y_test[li])
     model = model.cpu()
+    sites = gradient_norms(model, (data.x_test[li], data.y_test[li])).sites
     ni = labels.mask.nonzero()[:, 0]
-    memorized = _predicts(model, data.x_train[ni]) == labels.labels[ni]
-    mi = ni[memorized]
-    mem = (data.x_train[mi], labels.labels[mi]) if len(mi) else None
-    res = gradient_norms(model, learn, mem)
-    out = grad_summary(res.sites)
-    out["gradfinal/n_memorized"], out["gradfinal/n_noisy"] = len(mi), len(ni)
-    if len(mi) == len(ni):
-        out.update({f"gradfinal/noisy_total/{s.name}": s.memorization_total for s in res.sites})
-    elif len(ni):
-        noisy = per_sample_grad_norms(model, data.x_train[ni], labels.labels[ni])
-        out.update({f"gradfinal/noisy_total/{s.name}": float(noisy.total[s.name].mean())
-                    for s in res.sites})
-    same = same_class_clean(data.y_train, labels.mask, mi, seed=12345)
+    xn, yn = data.x_train[ni], labels.labels[ni]
+    memorized = evaluate(model, xn, yn).preds == yn
+    out: dict[str, Any] = {"gradfinal/n_memorized": int(memorized.sum()),
+                           "gradfinal/n_noisy": len(ni)}
+    if len(ni):  # every noisy sample once; the memorized ones are a subset of them
+        noisy = per_sample_grad_norms(model, xn, yn)
+        sites = [replace(s, memorization_total=_mean(noisy.total[s.name][memorized]),
+                         memorization_branch=_mean(noisy.branch[s.name][memorized]),
+                         n_memorization=int(memorized.sum())) for s in sites]
+        out.update({f"gradfinal/noisy_total/{s.name}": _mean(noisy.total[s.name])
+                    for s in sites})
+    out.update(grad_summary(sites))
+    same = same_class_clean(data.y_train, labels.mask, ni[memorized], seed=12345)
     if len(same):  # Theorem 1's premise: clean training samples of the memorized samples' class
         res = gradient_norms(model, (data.x_train[same], data.y_train[same]))
         out.update({f"gradfinal/learn_sameclass_total/{s.name}": s.learning_total
                     for s in res.sites})
     return out
-
-
-def _predicts(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Eval-mode argmax predictions (the trainer's evaluation), training mode restored."""
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return torch.cat([model(x[i:i + batch_size]).argmax(-1)
-                              for i in range(0, len(x), batch_size)]) if len(x) else \
-                torch.empty(0, dtype=torch.long)
-    finally:
-        model.train(was)
 
 
 def same_class_clean(y_true: torch.Tensor, noisy: torch.Tensor, idx: torch.Tensor, *,
